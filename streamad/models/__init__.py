@@ -1,1 +1,5 @@
-"""models"""
+"""Time-series models for many series at once (`SeriesBank`)."""
+
+from streamad.models.bank import ModelEvent, ModelParams, Scores, SeriesBank
+
+__all__ = ["ModelEvent", "ModelParams", "Scores", "SeriesBank"]
