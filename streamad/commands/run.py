@@ -1,0 +1,80 @@
+"""`streamad run`: run jobs in-process over NDJSON/CSV (optionally .gz) or stdin, results as NDJSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--job", action="append", required=True, help="job JSON file (repeat for several jobs)")
+    parser.add_argument("--input", required=True, help="NDJSON or CSV file (.gz ok), or - for NDJSON on stdin")
+    parser.add_argument("--output", default="-", help="result NDJSON file, or - for stdout (default)")
+    parser.add_argument("--format", choices=("ndjson", "csv"), help="input format (default: by file name)")
+    parser.add_argument("--dead-letter", help="write rejected records here as NDJSON")
+    parser.add_argument("--quiet", action="store_true", help="no data_counts summary on stderr")
+
+
+def run(args) -> int:
+    import time
+
+    import orjson
+
+    from streamad.config.errors import ConfigError
+    from streamad.config.job import Job
+    from streamad.engine.runner import Runner
+    from streamad.ingest.reader import read_records
+
+    jobs = []
+    for path in args.job:
+        try:
+            with open(path, "rb") as f:
+                jobs.append(Job.from_dict(orjson.loads(f.read())))
+        except ConfigError as exc:
+            print(f"streamad run: invalid job {path}: {exc}", file=sys.stderr)
+            return 2
+        except (OSError, orjson.JSONDecodeError) as exc:
+            print(f"streamad run: cannot read job {path}: {exc}", file=sys.stderr)
+            return 2
+    out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    dead = open(args.dead_letter, "wb") if args.dead_letter else None  # noqa: SIM115
+    buf: list[bytes] = []
+
+    def write(data: bytes) -> None:
+        buf.append(data)
+        if len(buf) >= 4096:
+            out.write(b"".join(buf))
+            buf.clear()
+
+    def dead_letter(raw: bytes, job_id: str, reason: str) -> None:
+        if dead is not None:
+            dead.write(orjson.dumps({"job_id": job_id, "reason": reason, "raw": raw.decode("utf-8", "replace")}) + b"\n")
+
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+
+    def progress(n: int) -> None:
+        if tty and n:
+            print(f"\rstreamad run: {n} records, {n / max(time.monotonic() - started, 1e-9):.0f}/s",
+                  end="", file=sys.stderr, flush=True)
+
+    try:
+        runner = Runner(jobs, write, dead_letter)
+        runner.run(read_records(args.input, args.format), progress)
+        out.write(b"".join(buf))
+        out.flush()
+    except OSError as exc:
+        print(f"streamad run: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        if dead is not None:
+            dead.close()
+    if tty:
+        print(file=sys.stderr)
+    if not args.quiet:
+        for engine in runner.engines:
+            counts = engine.counts.to_dict(engine.job.job_id)
+            print("data_counts " + orjson.dumps(counts).decode(), file=sys.stderr)
+    return 0

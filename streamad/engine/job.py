@@ -1,0 +1,323 @@
+"""The job engine: time-ordered events in, Elastic result documents out.
+
+`JobEngine.feed(raw, doc, error)` applies the datafeed query and aggregations, parses the event
+time, drops out-of-order events (counted), keeps buckets open for `latency`, and closes every
+bucket whose end + latency has passed: detectors model and score it, the scorer writes bucket,
+record and influencer documents, model plot and model-change annotations. Pure and deterministic:
+the same events give the same documents, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from streamad.config.filters import Calendar, Filter
+from streamad.config.job import Job
+from streamad.datafeed.aggregation import DatafeedAggregator
+from streamad.datafeed.query import compile_query
+from streamad.engine import ids
+from streamad.engine.detector import DetectorState
+from streamad.engine.scorer import JobScorer, _r
+from streamad.ingest.counts import DataCounts
+from streamad.ingest.fields import MISSING, FieldGetter
+from streamad.ingest.timeparse import TimeParser
+
+Emit = Callable[[dict], None]
+DeadLetter = Callable[[bytes, str, str], None]
+
+
+def _count_fields(doc: dict) -> int:
+    return len(doc)
+
+
+class JobEngine:
+    def __init__(self, job: Job, emit: Emit, dead_letter: DeadLetter | None = None, *,
+                 filters: dict[str, Filter] | None = None, calendars: tuple[Calendar, ...] = ()):
+        self.job = job
+        self.emit = emit
+        self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
+        self.filters = filters or {}
+        self.calendars = tuple(c for c in calendars if c.applies_to(job.job_id, job.groups))
+        self.span = job.bucket_span_s
+        self.latency = job.analysis_config.latency_s
+        self.counts = DataCounts()
+        feed = job.datafeed_config
+        self.query = compile_query(feed.query) if feed is not None else None
+        summary = job.analysis_config.summary_count_field_name
+        self.aggregator = (DatafeedAggregator(feed.aggregations, job.data_description.time_field,
+                                              summary or "doc_count")
+                           if feed is not None and feed.aggregations else None)
+        self.time_getter = FieldGetter(job.data_description.time_field)
+        self.time_parser = TimeParser(job.data_description.time_format)
+        self.summary = FieldGetter(summary) if summary else None
+        self.detectors = [DetectorState(job, d) for d in job.detectors]
+        self.analysis_fields = sorted({f for d in job.detectors for f in
+                                       (d.field_name, d.by_field_name, d.over_field_name, d.partition_field_name)
+                                       if f})
+        self.analysis_getters = [FieldGetter(f) for f in self.analysis_fields]
+        self.scorer = JobScorer(job)
+        self.open: dict[int, list] = {}  # bucket start -> [per-detector dict, event count]
+        self.last_final_end: int | None = None  # end of the last finalized bucket
+        self.latest_time: float | None = None
+        self.plot = job.model_plot_config is not None and job.model_plot_config.enabled
+        self.plot_terms = set(job.model_plot_config.terms) if job.model_plot_config else set()
+        self.annotations = job.model_plot_config is not None and job.model_plot_config.annotations_enabled
+        self.interim_ids: set[str] = set()
+        self.has_rules = any(d.custom_rules for d in job.detectors)
+
+    # ------------------------------------------------------------------ input
+    def feed(self, raw: bytes, doc: dict | None, error: str | None = None) -> None:
+        if error is not None or doc is None:
+            self.counts.record_input(len(raw), 0)
+            self.counts.malformed_record_count += 1
+            self.dead_letter(raw, self.job.job_id, error or "malformed")
+            return
+        try:
+            if self.query is not None and not self.query(doc):
+                return
+        except Exception as exc:  # a query on odd data never stops the job
+            self.counts.record_input(len(raw), _count_fields(doc))
+            self.dead_letter(raw, self.job.job_id, f"query failed: {exc}")
+            return
+        t = self.time_parser(self.time_getter(doc))
+        if self.aggregator is not None:
+            self.counts.record_input(len(raw), _count_fields(doc))
+            if t is None:
+                self.counts.invalid_date_count += 1
+                self.dead_letter(raw, self.job.job_id, "invalid_date")
+                return
+            if self._out_of_order(t, raw):
+                return
+            for t_agg, summary in self.aggregator.feed(doc, t):
+                self._record(summary, t_agg)
+            return
+        self.counts.record_input(len(raw), _count_fields(doc))
+        if t is None:
+            self.counts.invalid_date_count += 1
+            self.dead_letter(raw, self.job.job_id, "invalid_date")
+            return
+        if self._out_of_order(t, raw):
+            return
+        self._record(doc, t)
+
+    def _out_of_order(self, t: float, raw: bytes) -> bool:
+        if self.last_final_end is not None and t < self.last_final_end:
+            self.counts.out_of_order_timestamp_count += 1
+            self.dead_letter(raw, self.job.job_id, "out_of_order")
+            return True
+        return False
+
+    def _record(self, doc: dict, t: float) -> None:
+        span = self.span
+        if self.last_final_end is None:
+            self.last_final_end = int(math.floor(t / span)) * span
+        self.advance(t)
+        if t < self.last_final_end:
+            self.counts.out_of_order_timestamp_count += 1
+            return
+        count = 1.0
+        if self.summary is not None:
+            raw = self.summary(doc)
+            if raw is None or raw == "" or raw == "null" or raw is MISSING:
+                return
+            try:
+                count = float(raw)
+            except (TypeError, ValueError):
+                return
+            if not math.isfinite(count) or count < 0:
+                return
+        start = int(math.floor(t / span)) * span
+        slot = self.open.get(start)
+        if slot is None:
+            slot = self.open[start] = [[{} for _ in self.detectors], 0.0]
+        missing = 0
+        for getter in self.analysis_getters:
+            v = getter(doc)
+            if v is MISSING or v is None:
+                missing += 1
+        used = False
+        for det, bucket in zip(self.detectors, slot[0]):
+            used = det.gather(bucket, doc, t, count) or used
+        slot[1] += count
+        self.counts.record_processed(int(round(t * 1000)), len(self.analysis_fields) + 1 - missing, missing)
+        if self.latest_time is None or t > self.latest_time:
+            self.latest_time = t
+
+    # ------------------------------------------------------------------ time
+    def advance(self, t: float) -> None:
+        """Finalize every bucket whose end + latency <= t (empty ones included)."""
+        if self.last_final_end is None:
+            return
+        span = self.span
+        while self.last_final_end + span + self.latency <= t:
+            start = self.last_final_end
+            self._finalize(start)
+            self.last_final_end = start + span
+
+    def flush(self, calc_interim: bool = False, advance_time: float | None = None,
+              skip_time: float | None = None) -> None:
+        """Elastic's flush: optionally skip or advance time, then interim results for open buckets."""
+        if skip_time is not None:
+            target = int(math.floor(skip_time / self.span)) * self.span
+            for start in sorted(self.open):
+                if start < target:
+                    del self.open[start]
+            if self.last_final_end is None or target > self.last_final_end:
+                self.last_final_end = target
+        if advance_time is not None:
+            if self.last_final_end is None:
+                self.last_final_end = int(math.floor(advance_time / self.span)) * self.span
+            self.advance(advance_time + self.latency)
+        if calc_interim and self.last_final_end is not None:
+            if self.aggregator is not None:
+                pass
+            latency_buckets = int(math.ceil(self.latency / self.span))
+            for k in range(latency_buckets + 1):
+                start = self.last_final_end + k * self.span
+                if start in self.open:
+                    self._bucket(start, interim=True)
+
+    def finish(self) -> None:
+        """End of input: close every open bucket (final results)."""
+        if self.aggregator is not None:
+            for t_agg, summary in self.aggregator.flush():
+                self._record(summary, t_agg)
+        if self.open:
+            last = max(self.open)
+            self.advance(last + self.span + self.latency)
+
+    # ------------------------------------------------------------------ buckets
+    def _finalize(self, start: int) -> None:
+        self._bucket(start, interim=False)
+        self.open.pop(start, None)
+
+    def _rule_eval(self, det: DetectorState, key, x: float, t: int, phase: str, typical: float | None = None):
+        hit_update = False
+        hit_result = False
+        values = {det.det.partition_field_name: key[0], det.det.by_field_name: key[1], det.det.over_field_name: key[2]}
+        for rule in det.det.custom_rules:
+            if phase == "update" and not rule.skip_model_update:
+                continue
+            if phase == "result" and not rule.skip_result:
+                continue
+            if not rule.in_scope(values, self.filters):
+                continue
+            ok = True
+            for c in rule.conditions:
+                if c.applies_to == "actual":
+                    ok = c.holds(x)
+                elif c.applies_to == "time":
+                    ok = c.holds(float(t))
+                elif typical is None:
+                    ok = False
+                elif c.applies_to == "typical":
+                    ok = c.holds(typical)
+                else:
+                    ok = c.holds(abs(x - typical))
+                if not ok:
+                    break
+            if ok:
+                if phase == "update":
+                    hit_update = True
+                else:
+                    hit_result = True
+        return hit_update if phase == "update" else hit_result
+
+    def _bucket(self, start: int, interim: bool) -> None:
+        slot = self.open.get(start)
+        buckets = slot[0] if slot else [{} for _ in self.detectors]
+        event_count = slot[1] if slot else 0.0
+        t_ms = start * 1000
+        scheduled = None
+        for cal in self.calendars:
+            ev = cal.active_event(t_ms)
+            if ev is not None:
+                scheduled = ev
+        leaves = []
+        rule_eval = self._rule_eval if self.has_rules else None
+        for det, bucket in zip(self.detectors, buckets):
+            dl = det.close(start, bucket, interim, rule_eval)
+            if scheduled is not None and scheduled.skip_result:
+                for lf in dl:
+                    lf.skip_result = True
+            leaves.extend(dl)
+        if not interim:
+            self.counts.bucket(t_ms, empty=event_count == 0, sparse=False)
+        docs = self.scorer.score_bucket(start, leaves, event_count, interim)
+        if scheduled is not None:
+            docs[0]["scheduled_events"] = [scheduled.description]
+        if self.plot:
+            docs.extend(self._model_plot(start, leaves, interim))
+        if not interim and self.annotations:
+            docs.extend(self._annotations(start))
+        for doc in docs:
+            self.emit(doc)
+
+    def _model_plot(self, start: int, leaves, interim: bool) -> list[dict]:
+        if interim:
+            return []
+        out = []
+        ts = start * 1000
+        jid = self.job.job_id
+        for lf in sorted(leaves, key=lambda lf: (lf.detector_index, _key(lf))):
+            if not lf.plot or lf.lower != lf.lower:
+                continue
+            if self.plot_terms and not any(p and p[1] in self.plot_terms for p in (lf.partition, lf.by)):
+                continue
+            doc: dict = {"job_id": jid, "result_type": "model_plot", "bucket_span": self.span,
+                         "detector_index": lf.detector_index, "timestamp": ts}
+            for pair, names in ((lf.partition, ("partition_field_name", "partition_field_value")),
+                                (lf.over, ("over_field_name", "over_field_value")),
+                                (lf.by, ("by_field_name", "by_field_value"))):
+                if pair:
+                    doc[names[0]], doc[names[1]] = pair
+            doc["model_feature"] = lf.function_description
+            doc.update(model_lower=_r(lf.lower), model_upper=_r(lf.upper), model_median=_r(lf.typical[0]),
+                       actual=_r(lf.actual[0]))
+            by = lf.by[1] if lf.by else None
+            over = lf.over[1] if lf.over else None
+            part = lf.partition[1] if lf.partition else None
+            doc["_id"] = ids.model_plot_id(jid, ts, self.span, lf.detector_index, by, over, part)
+            out.append(doc)
+        return out
+
+    def _annotations(self, start: int) -> list[dict]:
+        out = []
+        jid = self.job.job_id
+        for det in self.detectors:
+            for key, ev in det.pop_events():
+                text = ("Detected a level shift" if ev.kind == "level_shift"
+                        else "Detected daily seasonality")
+                doc = {"annotation": text, "create_time": ev.time * 1000, "create_username": "_xpack",
+                       "timestamp": ev.time * 1000, "end_timestamp": ev.time * 1000 + self.span * 1000,
+                       "job_id": jid, "modified_time": ev.time * 1000, "modified_username": "_xpack",
+                       "type": "annotation", "event": "model_change", "detector_index": det.det.detector_index}
+                if key is not None:
+                    part, by = key[0], key[1]
+                    if det.det.partition_field_name and part is not None:
+                        doc["partition_field_name"], doc["partition_field_value"] = det.det.partition_field_name, part
+                    if det.det.by_field_name and by is not None and not det.population:
+                        doc["by_field_name"], doc["by_field_value"] = det.det.by_field_name, by
+                doc["result_type"] = "annotation"
+                doc["_id"] = f"{jid}_annotation_{ev.time * 1000}_{det.det.detector_index}_" \
+                             f"{ids.values_to_id(*(key or ()), ev.kind)}"
+                out.append(doc)
+        return out
+
+    def model_size_stats(self) -> dict:
+        by_count = sum(len({k[1] for k in d.known}) for d in self.detectors if d.det.by_field_name)
+        over_count = sum(len({k[2] for k in d.known}) for d in self.detectors if d.det.over_field_name)
+        part_count = sum(len({k[0] for k in d.known}) for d in self.detectors if d.det.partition_field_name)
+        model_bytes = sum(d.model_bytes() for d in self.detectors)
+        limit = self.job.model_memory_limit_bytes
+        status = "hard_limit" if model_bytes > limit else "soft_limit" if model_bytes > 0.6 * limit else "ok"
+        return {"job_id": self.job.job_id, "result_type": "model_size_stats", "model_bytes": model_bytes,
+                "model_bytes_exceeded": max(model_bytes - limit, 0), "model_bytes_memory_limit": limit,
+                "total_by_field_count": by_count, "total_over_field_count": over_count,
+                "total_partition_field_count": part_count, "bucket_allocation_failures_count": 0,
+                "memory_status": status, "timestamp": (self.last_final_end or 0) * 1000}
+
+
+def _key(lf):
+    return tuple((p[1] if p else "") for p in (lf.partition, lf.over, lf.by))

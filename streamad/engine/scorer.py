@@ -1,0 +1,204 @@
+"""The job scorer: one bucket's leaves -> hierarchy, normalized scores, Elastic result documents.
+
+Leaves aggregate into detector nodes and a root (ELASTIC_MODEL §4.2); each influencer field gets a
+pivot (bucket influencer) and each influencer value an influencer result (§5); every level is
+normalized with its own normalizer (§4.3), and `anomaly_score` is the largest bucket influencer
+score (§4.4). Interim buckets are normalized without updating the normalizers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from streamad.config.job import Job
+from streamad.engine import ids
+from streamad.engine.detector import Leaf
+from streamad.scoring.aggregate import DETECTORS, PEOPLE, aggregate
+from streamad.scoring.normalizer import Normalizer
+from streamad.scoring.rawscore import MAX_ANOMALOUS_PROBABILITY, anomaly_score
+
+RECORD_LIMIT = 500  # records per bucket, lowest probability first (Elastic's per-bucket limit default)
+
+
+def _r(x: float) -> float:
+    """Round a score for output: stable across platforms, enough digits for Kibana."""
+    return float(f"{x:.12g}") if x == x else 0.0
+
+
+class JobScorer:
+    def __init__(self, job: Job):
+        self.job = job
+        self.span = job.bucket_span_s
+        self.normalizers: dict[tuple, Normalizer] = {}
+
+    def _norm(self, *key) -> Normalizer:
+        n = self.normalizers.get(key)
+        if n is None:
+            n = self.normalizers[key] = Normalizer(self.span)
+        return n
+
+    def score_bucket(self, t: int, leaves: list[Leaf], event_count: float, interim: bool,
+                     processing_time_ms: int = 0) -> list[dict]:
+        job = self.job
+        jid = job.job_id
+        ts = int(t) * 1000
+        span = self.span
+        update = not interim
+        live = [lf for lf in leaves if not lf.skip_result]
+        # detector nodes and the root
+        by_det: dict[int, list[Leaf]] = {}
+        for lf in live:
+            by_det.setdefault(lf.detector_index, []).append(lf)
+        det_p = [aggregate([lf.probability for lf in by_det[d]], PEOPLE)[0] for d in sorted(by_det)]
+        if len(det_p) > 1:
+            root_p, root_raw = aggregate(det_p, DETECTORS)
+        elif det_p:
+            root_p = det_p[0]
+            root_raw = anomaly_score(root_p)
+        else:
+            root_p, root_raw = 1.0, 0.0
+        touched: list[Normalizer] = []
+
+        def normalize(norm: Normalizer, p: float, scope: str) -> tuple[float, float]:
+            s = anomaly_score(p) if p < MAX_ANOMALOUS_PROBABILITY else 0.0
+            if update and norm not in touched:
+                touched.append(norm)
+            skip = False
+            if update and not skip:
+                norm.update(s, scope)
+            return s, norm.normalize(s, p, scope)
+
+        bucket_influencers = []
+        root_s, root_norm = normalize(self._norm("root"), root_p, "")
+        # influencers: pivot per (field, value) and per field
+        infl_nodes: dict[str, dict[str, list[float]]] = {}
+        for lf in live:
+            for (fname, value), w in lf.influences.items():
+                infl_nodes.setdefault(fname, {}).setdefault(value, []).append(lf.probability ** w if w > 0 else 1.0)
+        influencer_docs = []
+        for fname in job.analysis_config.influencers:
+            values = infl_nodes.get(fname)
+            if not values:
+                continue
+            value_ps = {}
+            for value in sorted(values):
+                p, _ = aggregate(values[value], PEOPLE)
+                value_ps[value] = p
+            field_p, _ = aggregate(list(value_ps.values()), PEOPLE)
+            raw, score = normalize(self._norm("inflb", fname), field_p, "")
+            bucket_influencers.append((fname, raw, score, field_p))
+            for value in sorted(value_ps):
+                p = value_ps[value]
+                raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}")
+                if p < MAX_ANOMALOUS_PROBABILITY:
+                    influencer_docs.append({
+                        "job_id": jid, "result_type": "influencer", "influencer_field_name": fname,
+                        "influencer_field_value": value, fname: value, "influencer_score": _r(score_v),
+                        "initial_influencer_score": _r(score_v), "probability": p, "bucket_span": span,
+                        "is_interim": interim, "timestamp": ts,
+                        "_id": ids.influencer_id(jid, ts, span, fname, value),
+                    })
+        # records
+        records = []
+        scored_leaves = sorted(live, key=lambda lf: (lf.probability, lf.detector_index, _leaf_sort(lf)))
+        for lf in scored_leaves:
+            part_name = lf.partition[0] if lf.partition else ""
+            person = lf.over or lf.by
+            person_name = person[0] if person else ""
+            norm = self._norm("leaf", part_name, person_name, lf.function, lf.field_name or "")
+            scope = f"{lf.partition[1] if lf.partition else ''}\x00{person[1] if person else ''}"
+            raw, score = normalize(norm, lf.probability, scope)
+            if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
+                records.append(self._record(lf, ts, score, interim))
+        bucket_time_doc = {
+            "job_id": jid, "result_type": "bucket_influencer", "influencer_field_name": "bucket_time",
+            "initial_anomaly_score": _r(root_norm), "anomaly_score": _r(root_norm), "raw_anomaly_score": _r(root_s),
+            "probability": root_p, "timestamp": ts, "bucket_span": span, "is_interim": interim,
+        }
+        binfl = []
+        for fname, raw, score, p in bucket_influencers:
+            binfl.append({"job_id": jid, "result_type": "bucket_influencer", "influencer_field_name": fname,
+                          "initial_anomaly_score": _r(score), "anomaly_score": _r(score), "raw_anomaly_score": _r(raw),
+                          "probability": p, "timestamp": ts, "bucket_span": span, "is_interim": interim})
+        scored = root_raw > 0.0 or any(b["anomaly_score"] > 0 for b in binfl) or root_p < MAX_ANOMALOUS_PROBABILITY
+        all_binfl = (binfl + [bucket_time_doc]) if (scored or binfl) else []
+        anomaly = max([b["anomaly_score"] for b in all_binfl], default=0.0)
+        bucket = {
+            "job_id": jid, "timestamp": ts, "anomaly_score": _r(anomaly), "bucket_span": span,
+            "initial_anomaly_score": _r(anomaly), "event_count": int(event_count), "is_interim": interim,
+            "bucket_influencers": all_binfl, "processing_time_ms": processing_time_ms, "result_type": "bucket",
+            "_id": ids.bucket_id(jid, ts, span),
+        }
+        if update:
+            for norm in touched:
+                norm.end_bucket()
+        return [bucket, *records, *influencer_docs]
+
+    def _record(self, lf: Leaf, ts: int, score: float, interim: bool) -> dict:
+        jid = self.job.job_id
+        doc: dict = {"job_id": jid, "result_type": "record", "probability": lf.probability}
+        if lf.multi_bucket_impact is not None:
+            doc["multi_bucket_impact"] = lf.multi_bucket_impact
+        doc.update(record_score=_r(score), initial_record_score=_r(score), bucket_span=self.span,
+                   detector_index=lf.detector_index, is_interim=interim, timestamp=ts)
+        if lf.by and not lf.over:
+            doc["by_field_name"], doc["by_field_value"] = lf.by
+        if lf.partition:
+            doc["partition_field_name"], doc["partition_field_value"] = lf.partition
+        doc["function"] = lf.function
+        doc["function_description"] = lf.function_description
+        if lf.function_description != "rare" or True:
+            doc["typical"] = [_r(v) for v in lf.typical]
+            doc["actual"] = [_r(v) for v in lf.actual]
+        if lf.field_name:
+            doc["field_name"] = lf.field_name
+        if lf.over:
+            doc["over_field_name"], doc["over_field_value"] = lf.over
+            cause = {"probability": lf.probability, "over_field_name": lf.over[0], "over_field_value": lf.over[1]}
+            if lf.by:
+                cause["by_field_name"], cause["by_field_value"] = lf.by
+            if lf.partition:
+                cause["partition_field_name"], cause["partition_field_value"] = lf.partition
+            cause.update(function=lf.function, function_description=lf.function_description,
+                         typical=doc["typical"], actual=doc["actual"])
+            if lf.field_name:
+                cause["field_name"] = lf.field_name
+            doc["causes"] = [cause]
+        grouped: dict[str, list[str]] = {}
+        for (fname, value), w in sorted(lf.influences.items(), key=lambda kv: (-kv[1], kv[0])):
+            if w >= 0.4:
+                grouped.setdefault(fname, []).append(value)
+        if grouped:
+            doc["influencers"] = [{"influencer_field_name": f, "influencer_field_values": v}
+                                  for f, v in sorted(grouped.items())]
+        if lf.lower == lf.lower and lf.probability < 0.05:
+            doc["anomaly_score_explanation"] = {
+                "anomaly_type": "spike" if lf.actual[0] >= lf.typical[0] else "dip",
+                "single_bucket_impact": int(round(-math.log10(max(lf.probability, 1e-308)))),
+                "lower_confidence_bound": _r(lf.lower), "typical_value": _r(lf.typical[0]),
+                "upper_confidence_bound": _r(lf.upper),
+            }
+        for pair in (lf.partition, lf.over, lf.by):
+            if pair and pair[0].split(".")[0] not in doc:
+                doc.setdefault(pair[0], [pair[1]])
+        for fname, values in grouped.items():
+            if fname.split(".")[0] not in ("job_id", "timestamp", "probability"):
+                existing = doc.get(fname)
+                if isinstance(existing, list):
+                    for v in values:
+                        if v not in existing:
+                            existing.append(v)
+                elif existing is None:
+                    doc[fname] = list(values)
+        by = lf.by[1] if lf.by else None
+        over = lf.over[1] if lf.over else None
+        part = lf.partition[1] if lf.partition else None
+        doc["_id"] = ids.record_id(jid, ts, self.span, lf.detector_index, by, over, part)
+        return doc
+
+    def state(self) -> dict:
+        return {"|".join(k): n.to_state() for k, n in sorted(self.normalizers.items())}
+
+
+def _leaf_sort(lf: Leaf):
+    return tuple((p[1] if p else "") for p in (lf.partition, lf.over, lf.by))
