@@ -1,11 +1,13 @@
 """The flat per-series state layout: one float64 row per series, named column offsets.
 
-Version 1. A row holds the residual priors (normal-gamma, Poisson, their one-of-n log weights), the
-level, the daily seasonal component (36 knots), the periodicity-test window (168 slots), the
-multi-bucket window and prior, and change-detection accumulators. 296 columns = 2368 bytes.
+Version 2. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
+Poisson, a 3-mode normal mixture) with their log weights, a 4-level trend ensemble, change
+detection, the multi-bucket window and prior, two seasonal components (36 knots of value, count
+and residual variance each) and the 168-slot expanding periodicity-test window.
+480 columns = 3840 bytes per series.
 """
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 # bookkeeping
 T_FIRST = 0  # first bucket time (s), NaN before the first update
@@ -13,54 +15,62 @@ T_LAST = 1  # last update time (s)
 N_EFF = 2  # decayed number of updates (weight sum)
 FLAGS_INT = 3  # 1 while every value seen is an integer
 FLAGS_NONNEG = 4  # 1 while every value seen is >= 0
-# normal-gamma prior on residuals
-NG_M = 5
-NG_P = 6
-NG_A = 7
-NG_B = 8
-# Poisson (gamma on the rate) on raw values
-PO_A = 9
-PO_B = 10
-# one-of-n log weights
-LW_NORMAL = 11
-LW_POISSON = 12
-# level (trend)
-LEVEL = 13
-LEVEL_N = 14
+DERATE_T = 5  # outliers are damped less until this time (after a model change)
+OFFSET = 6  # shift that makes residuals positive for the log-normal and gamma candidates
+N_UPD = 7  # number of updates (not decayed)
+# residual candidates
+NM = 8  # normal: normal-gamma (m, p, a, b) on the scaled residual
+LN = 12  # log-normal: normal-gamma on log(residual + offset)
+GA_N = 16  # gamma: weighted count, sum of y, sum of log y (y = residual + offset)
+GA_S = 17
+GA_L = 18
+PO_A = 19  # Poisson: gamma(a, b) on the rate of the raw (integer, non-negative) values
+PO_B = 20
+MM = 21  # multimodal: 3 modes x (weight, m, p, a, b)
+MM_MODES = 3
+MM_STRIDE = 5
+LW = 36  # log weights: normal, log-normal, gamma, Poisson, multimodal
+NCAND = 5
+C_NORMAL, C_LOGNORMAL, C_GAMMA, C_POISSON, C_MULTIMODAL = 0, 1, 2, 3, 4
+# trend ensemble: levels at 4 time scales, their EW squared one-step errors
+NLEV = 4
+LEV = 41
+LEV_E = 45
+LEV_N = 49
 # change detection
-CD_FRAC = 15
-CD_LEN = 16
-CD_SUM = 17
-CD_SIGN = 18
-CD_LAST_CHANGE = 19
-# multi-bucket window
-MB_POS = 20
-MB_CNT = 21
-MB_M = 22
-MB_P = 23
-MB_A = 24
-MB_B = 25
-# seasonality test window bookkeeping
-WIN_SLOT_T = 26  # start of the slot being accumulated
-WIN_SLOT_SUM = 27
-WIN_SLOT_CNT = 28
-WIN_FILLED = 29  # slots pushed so far
-WIN_NEXT_TEST = 30  # time of the next periodicity test
-DAY_ON = 31
-DAY_EV = 32  # variance fraction the daily component explained when added
-SEAS_VAR = 33  # EW mean squared residual, for the variance of the seasonal estimate
-RESERVED0 = 34
-RESERVED1 = 35
+CD_FRAC = 50
+CD_LEN = 51
+CD_SUM = 52
+CD_SIGN = 53
+CD_LAST_CHANGE = 54
+# multi-bucket window state and its normal-gamma prior
+MB_POS = 55
+MB_CNT = 56
+MB_M = 57  # m, p, a, b
+# periodicity test window bookkeeping
+WIN_SLOT_T = 61  # start of the slot being accumulated
+WIN_SLOT_SUM = 62
+WIN_SLOT_CNT = 63
+WIN_FILLED = 64  # slots pushed at the current resolution
+WIN_NEXT_TEST = 65  # time of the next periodicity test
+WIN_LEVEL = 66  # resolution: slot length = base slot * 2^level
+RESID_VAR = 67  # EW variance of the scaled residuals (for the baseline band)
+OUT_RATE = 68  # EW rate of p < 1e-3 events (heavier tails than modelled when far above 1e-3)
+# seasonal components: on flag, period (s), variance fraction explained when added
+NCOMP = 2
+COMP = 69  # per component: ON, PERIOD, EV
+COMP_STRIDE = 3
 # arrays
 MB_LEN = 12
-MB_R = 36  # 12 residuals
+MB_R = 76  # 12 residuals
 KNOTS = 36
-DAY_K = MB_R + MB_LEN  # 48: 36 knot values
-DAY_W = DAY_K + KNOTS  # 84: 36 knot weights
+SEAS = MB_R + MB_LEN  # 88: per component 36 values, 36 counts, 36 residual variances
+SEAS_STRIDE = 3 * KNOTS
 WIN_LEN = 168
-WIN = DAY_W + KNOTS  # 120: 168 slot means (NaN = no data)
-NCOLS = WIN + WIN_LEN  # 288
-NCOLS = ((NCOLS + 7) // 8) * 8  # 288, padded to whole cache lines
+WIN = SEAS + NCOMP * SEAS_STRIDE  # 304: 168 slot means (NaN = no data)
+NCOLS = WIN + WIN_LEN  # 472
+NCOLS = ((NCOLS + 7) // 8) * 8  # 472, padded to whole cache lines
+MAX_WIN_LEVEL = 2
 
 # parameter vector (one per bank)
 P_SPAN = 0
@@ -70,8 +80,8 @@ P_INTEGER = 3  # -1 learn from data, 0 continuous, 1 integer
 P_SEASONAL = 4
 P_MULTI = 5
 P_DECAY = 6  # per-bucket decay rate of the residual priors
-P_LEVEL_ALPHA = 7
-P_SLOT = 8  # test-window slot length (s); 0 disables seasonality tests
-P_MIN_CHANGE = 9  # buckets a level shift must persist before it is accepted
-P_N_MIN = 10  # updates before probabilities are informative
+P_SLOT = 7  # base test-window slot length (s); 0 disables seasonality tests
+P_MIN_CHANGE = 8  # buckets a level shift must persist before it is accepted
+P_N_MIN = 9  # updates before probabilities are informative
+P_LEV_ALPHA = 10  # 4 learning rates of the trend levels (10..13)
 NPARAMS = 16

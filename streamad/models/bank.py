@@ -15,6 +15,8 @@ import numpy as np
 
 from streamad.kernels import layout as L
 from streamad.kernels import series as K
+from streamad.kernels.special import norm_ppf
+from streamad.kernels.trend import SCALES as _TREND_SCALES
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,13 @@ class ModelParams:
         P[L.P_SEASONAL] = 1.0 if self.seasonal else 0.0
         P[L.P_MULTI] = 1.0 if self.multi_bucket else 0.0
         P[L.P_DECAY] = 0.0005 * min(1.0, span / 1800.0) * self.decay_multiplier
-        P[L.P_LEVEL_ALPHA] = min(max(span / 86400.0, 0.002), 0.2)
         slot = 3600.0 if span <= 3600 else span
         P[L.P_SLOT] = slot if (self.seasonal and 86400 % slot == 0 and slot <= 14400) else 0.0
-        P[L.P_MIN_CHANGE] = float(max(12, math.ceil(6 * 3600 / span)))
+        # a level shift must last max(30 h, 5 test buckets) before it is accepted (§2.6)
+        P[L.P_MIN_CHANGE] = float(math.ceil(max(30 * 3600, 5 * max(3600, span)) / span))
         P[L.P_N_MIN] = 8.0
+        for k, scale in enumerate(_TREND_SCALES):
+            P[L.P_LEV_ALPHA + k] = min(max(span / scale, 1e-5), 1.0)
         return P
 
 
@@ -60,10 +64,11 @@ class Scores:
 class ModelEvent:
     series: int
     time: int
-    kind: str  # "level_shift" | "seasonality_added"
+    kind: str  # "level_shift" | "seasonality_added" | "seasonality_removed"
 
 
-_EVENT_KINDS = {K.EVENT_LEVEL_SHIFT: "level_shift", K.EVENT_DAILY_ADDED: "seasonality_added"}
+_EVENT_KINDS = {K.EVENT_LEVEL_SHIFT: "level_shift", K.EVENT_SEASONAL_ADDED: "seasonality_added",
+                K.EVENT_SEASONAL_REMOVED: "seasonality_removed"}
 _HEADER = struct.Struct("<BiiQ")  # version, ncols, nparams, rows
 
 
@@ -127,20 +132,26 @@ class SeriesBank:
         return Scores(*out)
 
     def predict(self, idx, t: int, percentile: float = 95.0):
+        """(lower, median, upper) at time t at the given central percentile (model plot bounds)."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         n = idx.shape[0]
         lower, median, upper = np.empty(n), np.empty(n), np.empty(n)
-        z = float(np.sqrt(2.0) * _erfinv(percentile / 100.0))
-        K.predict(self.S, self.P, idx, float(t), lower, median, upper, z)
+        K.predict(self.S, self.P, idx, np.full(n, float(t)), _z_of(percentile), lower, median, upper)
         return lower, median, upper
 
     def forecast(self, idx, times, percentile: float = 95.0):
-        """Value and bounds at future times, from the current state (never modified)."""
-        rows = [self.predict(idx, int(t), percentile) for t in times]
-        lower = np.array([r[0] for r in rows])
-        median = np.array([r[1] for r in rows])
-        upper = np.array([r[2] for r in rows])
-        return median, lower, upper
+        """(pred, lower, upper), each shaped (len(times), len(idx)), from the current state.
+
+        The state is never modified: forecasting is a pure function of it.
+        """
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        times = np.asarray(times, dtype=np.float64).ravel()
+        n, m = idx.shape[0], times.shape[0]
+        rows = np.ascontiguousarray(np.tile(idx, m))
+        at = np.ascontiguousarray(np.repeat(times, n))
+        lower, median, upper = np.empty(n * m), np.empty(n * m), np.empty(n * m)
+        K.predict(self.S, self.P, rows, at, _z_of(percentile), lower, median, upper)
+        return median.reshape(m, n), lower.reshape(m, n), upper.reshape(m, n)
 
     def pop_events(self) -> list[ModelEvent]:
         events, self._events = self._events, []
@@ -178,15 +189,8 @@ class SeriesBank:
         return bank
 
 
-def _erfinv(p: float) -> float:
-    """erfinv for the percentile -> z conversion (Newton on math.erf)."""
-    if p <= 0.0:
-        return 0.0
-    y = min(p, 1 - 1e-15)
-    x = 0.0
-    for _ in range(100):
-        err = math.erf(x) - y
-        x -= err / (2.0 / math.sqrt(math.pi) * math.exp(-x * x))
-        if abs(err) < 1e-15:
-            break
-    return x
+def _z_of(percentile: float) -> float:
+    """Normal quantile of a central interval's upper end: 95 -> 1.96."""
+    if not (0.0 < percentile < 100.0):
+        raise ValueError(f"percentile must be in (0, 100), got {percentile}")
+    return float(norm_ppf(0.5 + percentile / 200.0))

@@ -1,0 +1,215 @@
+"""Multimodal residual prior: a mixture of up to 3 normal-gamma modes on one state row.
+
+A pragmatic stand-in for Elastic's `CMultimodalPrior` / `CXMeansOnline1d` (ELASTIC_MODEL §2.2):
+a value far from every mode (tail p < 1e-5, about 4.4 sigma) opens a new mode; values update the
+modes by their responsibilities; modes closer than 2 sigma merge; with no free slot the two
+closest modes merge first. Mode weights age with the priors, so a mode that stops receiving data
+fades. The predictive is the weighted mixture of the modes' Student-t predictives.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from streamad.kernels import layout as L
+from streamad.kernels.priors import ng_age, ng_nu, ng_scale, ng_update, t_logpdf, t_tails, tail_p
+
+SPAWN_P = 1e-5
+MERGE_SIGMAS = 2.0
+
+
+@njit(cache=True)
+def _col(j) -> int:
+    return L.MM + j * L.MM_STRIDE
+
+
+@njit(cache=True)
+def n_modes(S, i) -> int:
+    n = 0
+    for j in range(L.MM_MODES):
+        if S[i, _col(j)] > 0.0:
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _mode_var(S, i, j) -> float:
+    c = _col(j) + 1
+    return max(S[i, c + 3], 0.0) / max(S[i, c + 2], 0.5)
+
+
+@njit(cache=True)
+def _merge(S, i, j, k) -> None:
+    """Merge mode k into mode j (moment matching of the two normal-gamma posteriors)."""
+    cj = _col(j)
+    ck = _col(k)
+    wj = S[i, cj]
+    wk = S[i, ck]
+    w = wj + wk
+    if w > 0.0:
+        mj = S[i, cj + 1]
+        mk = S[i, ck + 1]
+        m = (wj * mj + wk * mk) / w
+        vj = _mode_var(S, i, j)
+        vk = _mode_var(S, i, k)
+        v = (wj * (vj + (mj - m) ** 2) + wk * (vk + (mk - m) ** 2)) / w
+        S[i, cj] = w
+        S[i, cj + 1] = m
+        S[i, cj + 2] = S[i, cj + 2] + S[i, ck + 2]
+        S[i, cj + 3] = S[i, cj + 3] + S[i, ck + 3]
+        S[i, cj + 4] = v * S[i, cj + 3]
+    for q in range(L.MM_STRIDE):
+        S[i, ck + q] = 0.0
+
+
+@njit(cache=True)
+def _closest_pair(S, i):
+    best = math.inf
+    bj = -1
+    bk = -1
+    for j in range(L.MM_MODES):
+        if S[i, _col(j)] <= 0.0:
+            continue
+        for k in range(j + 1, L.MM_MODES):
+            if S[i, _col(k)] <= 0.0:
+                continue
+            s = math.sqrt(max(_mode_var(S, i, j), _mode_var(S, i, k), 1e-300))
+            d = abs(S[i, _col(j) + 1] - S[i, _col(k) + 1]) / s
+            if d < best:
+                best = d
+                bj = j
+                bk = k
+    return bj, bk, best
+
+
+@njit(cache=True)
+def mm_age(S, i, alpha) -> None:
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        if S[i, c] > 0.0:
+            S[i, c] *= alpha
+            ng_age(S, i, c + 1, alpha)
+
+
+@njit(cache=True)
+def mm_logpdf(S, i, z, vs, var_floor) -> float:
+    total = 0.0
+    for j in range(L.MM_MODES):
+        total += max(S[i, _col(j)], 0.0)
+    if not (total > 0.0):
+        return -1e300
+    best = -1e300
+    lps = [0.0, 0.0, 0.0]
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        if S[i, c] > 0.0:
+            scale = max(ng_scale(S, i, c + 1, vs), math.sqrt(var_floor * vs))
+            lp = math.log(S[i, c] / total) + t_logpdf((z - S[i, c + 1]) / scale, ng_nu(S, i, c + 1), scale)
+        else:
+            lp = -1e300
+        lps[j] = lp
+        best = max(best, lp)
+    acc = 0.0
+    for j in range(L.MM_MODES):
+        acc += math.exp(lps[j] - best)
+    return best + math.log(acc)
+
+
+@njit(cache=True)
+def mm_tail(S, i, z, vs, side, var_floor) -> float:
+    """Weighted probability of a value at least as extreme, summed over the modes."""
+    total = 0.0
+    for j in range(L.MM_MODES):
+        total += max(S[i, _col(j)], 0.0)
+    if not (total > 0.0):
+        return 1.0
+    p = 0.0
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        if S[i, c] > 0.0:
+            scale = max(ng_scale(S, i, c + 1, vs), math.sqrt(var_floor * vs))
+            F, G = t_tails((z - S[i, c + 1]) / scale, ng_nu(S, i, c + 1))
+            p += S[i, c] / total * tail_p(F, G, side)
+    return p
+
+
+@njit(cache=True)
+def mm_update(S, i, z, w, extra_var, var_floor) -> None:
+    """Add a scaled residual z with weight w: open a mode when z is far from all, else share it."""
+    if not (w > 0.0):
+        return
+    total = 0.0
+    for j in range(L.MM_MODES):
+        total += max(S[i, _col(j)], 0.0)
+    if not (total > 0.0):
+        c = _col(0)
+        S[i, c] = w
+        ng_update(S, i, c + 1, z, w, extra_var)
+        return
+    # responsibilities and the largest tail probability
+    lps = [0.0, 0.0, 0.0]
+    best = -1e300
+    pmax = 0.0
+    near = 0
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        if S[i, c] > 0.0:
+            scale = max(ng_scale(S, i, c + 1, 1.0), math.sqrt(var_floor))
+            nu = ng_nu(S, i, c + 1)
+            u = (z - S[i, c + 1]) / scale
+            lps[j] = math.log(S[i, c] / total) + t_logpdf(u, nu, scale)
+            F, G = t_tails(u, nu)
+            pj = 2.0 * min(F, G)
+            if pj > pmax:
+                pmax = pj
+                near = j
+        else:
+            lps[j] = -1e300
+        best = max(best, lps[j])
+    if pmax < SPAWN_P and S[i, _col(near) + 3] > 1.0:
+        free = -1
+        for j in range(L.MM_MODES):
+            if S[i, _col(j)] <= 0.0:
+                free = j
+                break
+        if free < 0:
+            bj, bk, _d = _closest_pair(S, i)
+            _merge(S, i, bj, bk)
+            free = bk
+        c = _col(free)
+        var_near = max(_mode_var(S, i, near), var_floor)
+        S[i, c] = w
+        S[i, c + 1] = z
+        S[i, c + 2] = w
+        S[i, c + 3] = 0.5 * w + 0.5
+        S[i, c + 4] = S[i, c + 3] * var_near
+        return
+    acc = 0.0
+    for j in range(L.MM_MODES):
+        lps[j] = math.exp(lps[j] - best) if lps[j] > -1e299 else 0.0
+        acc += lps[j]
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        r = lps[j] / acc
+        if S[i, c] > 0.0 and r > 1e-6:
+            S[i, c] += w * r
+            ng_update(S, i, c + 1, z, w * r, extra_var)
+    # merge modes that have come together
+    if n_modes(S, i) > 1:
+        bj, bk, d = _closest_pair(S, i)
+        if d < MERGE_SIGMAS:
+            _merge(S, i, bj, bk)
+
+
+@njit(cache=True)
+def mm_mean(S, i) -> float:
+    total = 0.0
+    m = 0.0
+    for j in range(L.MM_MODES):
+        c = _col(j)
+        if S[i, c] > 0.0:
+            total += S[i, c]
+            m += S[i, c] * S[i, c + 1]
+    return m / total if total > 0.0 else 0.0
