@@ -7,7 +7,10 @@ bucket (Elastic's order). A row's score is the raw anomaly score (ELASTIC_MODEL 
 bucket's probability / 100, a monotone transform of -log p; NAB optimises one threshold per
 profile, so this is close to what the normalized scores would give.
 
-Usage: scripts/nab_model.py [--nab DIR] [--only SUBSTRING] [--per-file] [--side 0]
+With --normalize each file's raw scores go through a `scoring.Normalizer` (online, as the
+pipeline's record scores do), which rescales each file by its own score history.
+
+Usage: scripts/nab_model.py [--nab DIR] [--only SUBSTRING] [--per-file] [--side 0] [--normalize]
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ sys.path.insert(0, TOOLS)
 import nab_score  # noqa: E402
 
 from streamad.models import ModelParams, SeriesBank  # noqa: E402
+from streamad.scoring.normalizer import Normalizer  # noqa: E402
 from streamad.scoring.rawscore import anomaly_score  # noqa: E402
 
 
-def file_scores(path: str, side: int = 0) -> tuple[list[float], int]:
+def file_scores(path: str, side: int = 0, normalize: bool = False) -> tuple[list[float], int]:
     with open(path) as f:
         rows = list(csv.reader(f))[1:]
     stamps = [nab_score.parse_ts(r[0]).replace(tzinfo=UTC).timestamp() for r in rows]
@@ -46,13 +50,21 @@ def file_scores(path: str, side: int = 0) -> tuple[list[float], int]:
         acc[1] += 1.0
     bank = SeriesBank(ModelParams(bucket_span=span, side=side))
     idx = bank.add(1)
+    norm = Normalizer(span) if normalize else None
     score_of: dict[int, float] = {}
     for b in sorted(sums):
         total, n = sums[b]
         x = np.array([total / n])
         bank.update(idx, b, x, 1.0, 1.0)
         sc = bank.score(idx, b, x, 1.0)
-        score_of[b] = anomaly_score(float(sc.probability[0])) / 100.0
+        p = float(sc.probability[0])
+        raw = anomaly_score(p)
+        if norm is None:
+            score_of[b] = raw / 100.0
+        else:
+            norm.update(raw)
+            score_of[b] = norm.normalize(raw, p) / 100.0
+            norm.end_bucket()
     return [score_of[int(s // span * span)] for s in stamps], span
 
 
@@ -82,6 +94,8 @@ def main() -> int:
     p.add_argument("--only", default=None)
     p.add_argument("--per-file", action="store_true")
     p.add_argument("--side", type=int, default=0)
+    p.add_argument("--normalize", action="store_true",
+                   help="per-file Normalizer (like a record score of the pipeline) instead of raw scores")
     args = p.parse_args()
     windows = json.load(open(os.path.join(args.nab, "labels", "combined_windows.json")))
     files = sorted(rel for rel in windows if os.path.exists(os.path.join(args.nab, "data", rel)))
@@ -91,7 +105,7 @@ def main() -> int:
     scores = {}
     buckets = 0
     for rel in files:
-        scores[rel], _span = file_scores(os.path.join(args.nab, "data", rel), args.side)
+        scores[rel], _span = file_scores(os.path.join(args.nab, "data", rel), args.side, args.normalize)
         buckets += len(scores[rel])
     wall = time.perf_counter() - started
     result = nab_score.score_corpus(args.nab, scores)

@@ -35,6 +35,7 @@ MB_DECAY = 0.9
 MB_RHO = 0.45
 MB_MIN = 9.0
 MAX_LOG_BF = 30.0  # a candidate's log weight never falls further than this below the best
+JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once it can take part
 CHANGE_START = DAY  # change detection starts this long after the first value
 Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
 
@@ -334,14 +335,19 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
                     pred = TR.value(S, i) + seas
             # one-of-n evidence: predictive log likelihood of this value under each candidate
             _logpdfs(S, i, z, xi, integer, var_floor, lps)
+            if not _poisson_ok(S, i, integer):
+                S[i, L.LW + L.C_POISSON] = -math.inf
             best = -math.inf
             for c in range(L.NCAND):
                 if S[i, L.LW + c] > -math.inf and lps[c] > -1e299:
                     S[i, L.LW + c] += wi * w_out * lps[c]
-                if S[i, L.LW + c] > best:
-                    best = S[i, L.LW + c]
+                    best = max(best, S[i, L.LW + c])
             for c in range(L.NCAND):
-                S[i, L.LW + c] = max(S[i, L.LW + c] - best, -MAX_LOG_BF) if S[i, L.LW + c] > -math.inf else -math.inf
+                if S[i, L.LW + c] > -math.inf:
+                    if lps[c] > -1e299:
+                        S[i, L.LW + c] = max(S[i, L.LW + c] - best, -MAX_LOG_BF)
+                    else:  # not able to take part yet: joins a little below the best
+                        S[i, L.LW + c] = -JOIN_LOG_BF
         weight = wi * w_out * w_change
         # decomposition: the trend follows value - seasonal; each component takes the error
         e = xi - pred
