@@ -1,13 +1,15 @@
 """The flat per-series state layout: one float64 row per series, named column offsets.
 
-Version 2. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
+Version 3. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
 Poisson, a 3-mode normal mixture) with their log weights, a 4-level trend ensemble, change
 detection, the multi-bucket window and prior, two seasonal components (36 knots of value, count
 and residual variance each) and the 168-slot expanding periodicity-test window.
-480 columns = 3840 bytes per series.
+496 columns = 3968 bytes per series.
 """
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+# After editing this file, delete numba caches (find streamad -name "*.nb[ic]" -delete): numba only
+# re-validates a cached kernel against its own source file, not against these constants.
 
 # bookkeeping
 T_FIRST = 0  # first bucket time (s), NaN before the first update
@@ -26,50 +28,50 @@ GA_S = 17
 GA_L = 18
 PO_A = 19  # Poisson: gamma(a, b) on the rate of the raw (integer, non-negative) values
 PO_B = 20
-MM = 21  # multimodal: 3 modes x (weight, m, p, a, b)
+MM = 21  # multimodal: 3 modes x (weight, m, p, a, b, then split candidates nL, mL, vL, nR, mR, vR)
 MM_MODES = 3
-MM_STRIDE = 5
-LW = 36  # log weights: normal, log-normal, gamma, Poisson, multimodal
+MM_STRIDE = 11
+LW = 54  # log weights: normal, log-normal, gamma, Poisson, multimodal
 NCAND = 5
 C_NORMAL, C_LOGNORMAL, C_GAMMA, C_POISSON, C_MULTIMODAL = 0, 1, 2, 3, 4
 # trend ensemble: levels at 4 time scales, their EW squared one-step errors
 NLEV = 4
-LEV = 41
-LEV_E = 45
-LEV_N = 49
+LEV = 59
+LEV_E = 63
+LEV_N = 67
 # change detection
-CD_FRAC = 50
-CD_LEN = 51
-CD_SUM = 52
-CD_SIGN = 53
-CD_LAST_CHANGE = 54
+CD_FRAC = 68
+CD_LEN = 69
+CD_SUM = 70
+CD_SIGN = 71
+CD_LAST_CHANGE = 72
 # multi-bucket window state and its normal-gamma prior
-MB_POS = 55
-MB_CNT = 56
-MB_M = 57  # m, p, a, b
+MB_POS = 73
+MB_CNT = 74
+MB_M = 75  # m, p, a, b
 # periodicity test window bookkeeping
-WIN_SLOT_T = 61  # start of the slot being accumulated
-WIN_SLOT_SUM = 62
-WIN_SLOT_CNT = 63
-WIN_FILLED = 64  # slots pushed at the current resolution
-WIN_NEXT_TEST = 65  # time of the next periodicity test
-WIN_LEVEL = 66  # resolution: slot length = base slot * 2^level
-RESID_VAR = 67  # EW variance of the scaled residuals (for the baseline band)
-OUT_RATE = 68  # EW rate of p < 1e-3 events (heavier tails than modelled when far above 1e-3)
+WIN_SLOT_T = 79  # start of the slot being accumulated
+WIN_SLOT_SUM = 80
+WIN_SLOT_CNT = 81
+WIN_FILLED = 82  # slots pushed at the current resolution
+WIN_NEXT_TEST = 83  # time of the next periodicity test
+WIN_LEVEL = 84  # resolution: slot length = base slot * 2^level
+RESID_VAR = 85  # EW variance of the scaled residuals (for the baseline band)
+OUT_RATE = 86  # EW rate of p < 1e-3 events (heavier tails than modelled when far above 1e-3)
 # seasonal components: on flag, period (s), variance fraction explained when added
 NCOMP = 2
-COMP = 69  # per component: ON, PERIOD, EV
+COMP = 87  # per component: ON, PERIOD, EV
 COMP_STRIDE = 3
 # arrays
 MB_LEN = 12
-MB_R = 76  # 12 residuals
+MB_R = 94  # 12 residuals
 KNOTS = 36
-SEAS = MB_R + MB_LEN  # 88: per component 36 values, 36 counts, 36 residual variances
+SEAS = MB_R + MB_LEN  # 106: per component 36 values, 36 counts, 36 residual variances
 SEAS_STRIDE = 3 * KNOTS
 WIN_LEN = 168
-WIN = SEAS + NCOMP * SEAS_STRIDE  # 304: 168 slot means (NaN = no data)
-NCOLS = WIN + WIN_LEN  # 472
-NCOLS = ((NCOLS + 7) // 8) * 8  # 472, padded to whole cache lines
+WIN = SEAS + NCOMP * SEAS_STRIDE  # 322: 168 slot means (NaN = no data)
+NCOLS = WIN + WIN_LEN  # 490
+NCOLS = ((NCOLS + 7) // 8) * 8  # 496, padded to whole cache lines
 MAX_WIN_LEVEL = 2
 
 # parameter vector (one per bank)

@@ -1,9 +1,11 @@
 """Multimodal residual prior: a mixture of up to 3 normal-gamma modes on one state row.
 
 A pragmatic stand-in for Elastic's `CMultimodalPrior` / `CXMeansOnline1d` (ELASTIC_MODEL §2.2):
-a value far from every mode (tail p < 1e-5, about 4.4 sigma) opens a new mode; values update the
-modes by their responsibilities; modes closer than 2 sigma merge; with no free slot the two
-closest modes merge first. Mode weights age with the priors, so a mode that stops receiving data
+each mode runs an online 2-means split candidate (left and right sub-clusters) and splits when the
+two-cluster fit wins by a BIC margin with at least 12 in each part, each part >= 5 % of the mode
+and the parts at least 4 sigma apart (X-means); a value far from every mode (tail p < 1e-5) opens
+a new mode; values update the modes by their responsibilities; modes closer than 2 sigma merge;
+with no free slot the two closest modes merge first. Mode weights age with the priors, so a mode that stops receiving data
 fades. The predictive is the weighted mixture of the modes' Student-t predictives.
 """
 
@@ -18,6 +20,9 @@ from streamad.kernels.priors import ng_age, ng_nu, ng_scale, ng_update, t_logpdf
 
 SPAWN_P = 1e-5
 MERGE_SIGMAS = 2.0
+SPLIT_SIGMAS = 4.0
+SPLIT_MIN_COUNT = 12.0
+SPLIT_MIN_FRACTION = 0.05
 
 
 @njit(cache=True)
@@ -60,6 +65,8 @@ def _merge(S, i, j, k) -> None:
         S[i, cj + 2] = S[i, cj + 2] + S[i, ck + 2]
         S[i, cj + 3] = S[i, cj + 3] + S[i, ck + 3]
         S[i, cj + 4] = v * S[i, cj + 3]
+        for q in range(6):
+            S[i, cj + 5 + q] = 0.0
     for q in range(L.MM_STRIDE):
         S[i, ck + q] = 0.0
 
@@ -85,12 +92,77 @@ def _closest_pair(S, i):
 
 
 @njit(cache=True)
+def _sub_update(S, i, j, z, q, var_floor) -> None:
+    """Online 2-means inside mode j: z joins the nearer sub-cluster (weighted Welford)."""
+    c = _col(j) + 5
+    if S[i, c] <= 0.0:
+        side = 0
+    elif S[i, c + 3] <= 0.0:
+        side = 3 if z != S[i, c + 1] else 0
+    else:
+        side = 0 if abs(z - S[i, c + 1]) <= abs(z - S[i, c + 4]) else 3
+    n0 = S[i, c + side]
+    n = n0 + q
+    m0 = S[i, c + side + 1] if n0 > 0.0 else z
+    m = m0 + q / n * (z - m0)
+    v = (S[i, c + side + 2] * n0 + q * (z - m0) * (z - m)) / n
+    S[i, c + side] = n
+    S[i, c + side + 1] = m
+    S[i, c + side + 2] = max(v, var_floor)
+
+
+@njit(cache=True)
+def _try_split(S, i, j, var_floor) -> bool:
+    """Split mode j into its two sub-clusters when they are clearly separate (BIC, distance)."""
+    c = _col(j) + 5
+    nl = S[i, c]
+    nr = S[i, c + 3]
+    if nl < SPLIT_MIN_COUNT or nr < SPLIT_MIN_COUNT:
+        return False
+    n = nl + nr
+    if min(nl, nr) < SPLIT_MIN_FRACTION * n:
+        return False
+    ml = S[i, c + 1]
+    mr = S[i, c + 4]
+    vl = max(S[i, c + 2], var_floor, 1e-300)
+    vr = max(S[i, c + 5], var_floor, 1e-300)
+    if abs(mr - ml) < SPLIT_SIGMAS * math.sqrt(max(vl, vr)):
+        return False
+    m = (nl * ml + nr * mr) / n
+    v1 = (nl * (vl + (ml - m) ** 2) + nr * (vr + (mr - m) ** 2)) / n
+    gain = 0.5 * n * math.log(v1) - 0.5 * nl * math.log(vl) - 0.5 * nr * math.log(vr) \
+        + nl * math.log(nl / n) + nr * math.log(nr / n)
+    if gain < 3.0 * math.log(n):
+        return False
+    free = -1
+    for k in range(L.MM_MODES):
+        if S[i, _col(k)] <= 0.0:
+            free = k
+            break
+    if free < 0:
+        return False
+    w = S[i, _col(j)]
+    for k, nn, mm, vv in ((j, nl, ml, vl), (free, nr, mr, vr)):
+        ck = _col(k)
+        S[i, ck] = w * nn / n
+        S[i, ck + 1] = mm
+        S[i, ck + 2] = S[i, ck]
+        S[i, ck + 3] = 0.5 * S[i, ck] + 0.5
+        S[i, ck + 4] = S[i, ck + 3] * vv
+        for q in range(6):
+            S[i, ck + 5 + q] = 0.0
+    return True
+
+
+@njit(cache=True)
 def mm_age(S, i, alpha) -> None:
     for j in range(L.MM_MODES):
         c = _col(j)
         if S[i, c] > 0.0:
             S[i, c] *= alpha
             ng_age(S, i, c + 1, alpha)
+            S[i, c + 5] *= alpha
+            S[i, c + 8] *= alpha
 
 
 @njit(cache=True)
@@ -147,6 +219,7 @@ def mm_update(S, i, z, w, extra_var, var_floor) -> None:
         c = _col(0)
         S[i, c] = w
         ng_update(S, i, c + 1, z, w, extra_var)
+        _sub_update(S, i, 0, z, w, var_floor)
         return
     # responsibilities and the largest tail probability
     lps = [0.0, 0.0, 0.0]
@@ -185,6 +258,8 @@ def mm_update(S, i, z, w, extra_var, var_floor) -> None:
         S[i, c + 2] = w
         S[i, c + 3] = 0.5 * w + 0.5
         S[i, c + 4] = S[i, c + 3] * var_near
+        for q in range(6):
+            S[i, c + 5 + q] = 0.0
         return
     acc = 0.0
     for j in range(L.MM_MODES):
@@ -196,6 +271,10 @@ def mm_update(S, i, z, w, extra_var, var_floor) -> None:
         if S[i, c] > 0.0 and r > 1e-6:
             S[i, c] += w * r
             ng_update(S, i, c + 1, z, w * r, extra_var)
+            _sub_update(S, i, j, z, w * r, var_floor)
+    for j in range(L.MM_MODES):
+        if S[i, _col(j)] > 0.0 and _try_split(S, i, j, var_floor):
+            return
     # merge modes that have come together
     if n_modes(S, i) > 1:
         bj, bk, d = _closest_pair(S, i)

@@ -98,10 +98,12 @@ def candidate_weights(S, i, integer, out) -> None:
 def mixture_tail(S, i, z, x, vs, side, integer, wts) -> float:
     """One-of-n probability of a value at least as extreme: sum of weight x candidate tail."""
     p = 0.0
+    used = 0.0
     for c in range(L.NCAND):
         w = wts[c]
         if w < 1e-4:
             continue
+        used += w
         if c == L.C_NORMAL:
             F, G = PR.t_tails((z - S[i, L.NM]) / PR.ng_scale(S, i, L.NM, vs), PR.ng_nu(S, i, L.NM))
         elif c == L.C_LOGNORMAL:
@@ -114,7 +116,7 @@ def mixture_tail(S, i, z, x, vs, side, integer, wts) -> float:
             p += w * MM.mm_tail(S, i, z, vs, side, _var_floor(S, i))
             continue
         p += w * PR.tail_p(F, G, side)
-    return min(max(p, DBL_MIN), 1.0)
+    return min(max(p / used, DBL_MIN), 1.0) if used > 0.0 else 1.0
 
 
 @njit(cache=True)
@@ -170,11 +172,18 @@ def _age(S, i, dt, decay) -> None:
 
 
 @njit(cache=True)
-def _set_offset(S, i, z) -> None:
-    """Keep y = z + offset positive with a margin; shift the skewed candidates when it moves."""
+def _set_offset(S, i, z, vs) -> None:
+    """Keep y = z + offset positive with a margin; shift the skewed candidates when it moves.
+
+    Non-negative data start at offset = trend, so y is the value itself (minus seasonality) and
+    the skewed candidates see the data's own skew, as Elastic's priors see raw values.
+    """
     sd = math.sqrt(max(S[i, L.NM + 3] / max(S[i, L.NM + 2], 0.5), _var_floor(S, i), 1e-300))
     if not (S[i, L.GA_N] > 0.0):
-        S[i, L.OFFSET] = max(2.0 * sd - S[i, L.NM], 0.5 * sd - z, 0.0)
+        start = 2.0 * sd - S[i, L.NM]
+        if S[i, L.FLAGS_NONNEG] > 0.0:
+            start = max(TR.value(S, i) / math.sqrt(vs), 0.0)
+        S[i, L.OFFSET] = max(start, 0.5 * sd - z, 0.0)
         return
     need = 0.1 * sd - z
     if need > S[i, L.OFFSET]:
@@ -365,7 +374,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         PR.ng_update(S, i, L.NM, z, weight, extra)
         PR.ng_floor(S, i, L.NM, var_floor)
         if S[i, L.NM + 1] > 0.0 and S[i, L.NM + 3] > 0.0:
-            _set_offset(S, i, z)
+            _set_offset(S, i, z, vsi)
             y = z + S[i, L.OFFSET]
             PR.ng_update(S, i, L.LN, math.log(y), weight, 0.0)
             PR.ng_floor(S, i, L.LN, 1e-8)
@@ -470,10 +479,11 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
             continue
         xs = min(max(xi, -1e300), 1e300)
         r = xs - pred
-        # 50 % baseline band: no residual inside the uncertainty of the trend + seasonal estimate
+        # 50 % baseline band: no residual inside the uncertainty of the seasonal estimate
+        # (its knots' counts); the trend's uncertainty is left to the residual model
         loc = S[i, L.NM] * math.sqrt(vsi)
-        n_band = max(min(SE.knot_count(S, i, t, span), 2.0 / P[L.P_LEV_ALPHA]), 1.0)
-        band = Z50 * math.sqrt(PR.ng_var(S, i, L.NM) * vsi / n_band)
+        n_band = SE.knot_count(S, i, t, span)
+        band = Z50 * math.sqrt(PR.ng_var(S, i, L.NM) * vsi / max(n_band, 1.0)) if n_band < math.inf else 0.0
         d = r - loc
         r = loc + (d - band if d > band else (d + band if d < -band else 0.0))
         z = r / math.sqrt(vsi)

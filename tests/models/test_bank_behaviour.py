@@ -1,0 +1,165 @@
+"""SeriesBank behaviour on synthetic series: what users rely on (ELASTIC_MODEL §2-§3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from streamad.models import ModelParams, SeriesBank
+
+DAY = 86400
+
+
+def _daily(t: float) -> float:
+    return 100.0 + 40.0 * math.sin(2.0 * math.pi * t / DAY)
+
+
+def _run(bank: SeriesBank, idx, times, values):
+    """Elastic's order per bucket: update, then score the same value."""
+    out = []
+    for t, v in zip(times, values):
+        x = np.atleast_1d(np.asarray(v, dtype=float))
+        bank.update(idx, int(t), x, 1.0, 1.0)
+        out.append(bank.score(idx, int(t), x, 1.0))
+    return out
+
+
+def test_daily_pattern_learned_trough_drop_flagged_peak_not():
+    span = 900
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(1)
+    times = np.arange(0, 10 * DAY, span)
+    values = [_daily(t) + rng.normal(0, 2.0) for t in times]
+    _run(bank, idx, times, values)
+    assert any(e.kind == "seasonality_added" for e in bank.pop_events())
+    # day 10: the normal peak (140 at 6 h) is not anomalous; 140 in the trough (60 at 18 h) is
+    # not either way round: a drop in the trough to 35 is.
+    t_peak = 10 * DAY + 6 * 3600 - span // 2
+    t_trough = 10 * DAY + 18 * 3600 - span // 2
+    day_times = np.arange(10 * DAY, t_peak + span, span)
+    day_values = [_daily(t) + rng.normal(0, 2.0) for t in day_times]
+    peak = _run(bank, idx, day_times, day_values)[-1]
+    assert peak.probability[0] > 0.05
+    assert abs(peak.typical[0] - _daily(t_peak + span / 2)) < 8.0
+    rest = np.arange(t_peak + span, t_trough, span)
+    _run(bank, idx, rest, [_daily(t) + rng.normal(0, 2.0) for t in rest])
+    copy = SeriesBank.from_bytes(bank.to_bytes())
+    normal_trough = _run(copy, idx, [t_trough], [_daily(t_trough + span / 2)])[-1]
+    assert normal_trough.probability[0] > 0.05
+    drop = _run(bank, idx, [t_trough], [_daily(t_trough + span / 2) - 25.0])[-1]
+    assert drop.probability[0] < 1e-4
+    assert drop.typical[0] > drop.lower[0] > _daily(t_trough + span / 2) - 25.0
+
+
+def test_level_shift_flagged_then_absorbed_with_event():
+    span = 600
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(2)
+    times = np.arange(0, 6 * DAY, span)
+    _run(bank, idx, times, 50.0 + rng.normal(0, 1.0, times.size))
+    bank.pop_events()
+    after = np.arange(6 * DAY, 9 * DAY, span)
+    scores = _run(bank, idx, after, 65.0 + rng.normal(0, 1.0, after.size))
+    probs = np.array([s.probability[0] for s in scores])
+    assert probs[0] < 1e-6  # flagged at once
+    events = [e for e in bank.pop_events() if e.kind == "level_shift"]
+    assert len(events) == 1
+    assert 6 * DAY + 29 * 3600 <= events[0].time <= 6 * DAY + 40 * 3600  # after 30 h of evidence
+    # absorbed: the last day after the change is normal again, typical at the new level
+    last_day = probs[-(DAY // span):]
+    assert np.mean(last_day < 0.01) < 0.03
+    assert abs(scores[-1].typical[0] - 65.0) < 1.5
+
+
+def test_poisson_counts_at_low_rates_are_calibrated():
+    n_series = 60
+    span = 3600
+    bank = SeriesBank(ModelParams(bucket_span=span, nonnegative=True, integer=True, seasonal=False))
+    idx = bank.add(3 * n_series)
+    rates = np.repeat([0.3, 2.0, 6.0], n_series)
+    rng = np.random.default_rng(3)
+    p_single, p_final = [], []
+    for b in range(400):
+        x = rng.poisson(rates).astype(float)
+        bank.update(idx, b * span, x, 1.0, 1.0)
+        sc = bank.score(idx, b * span, x, 1.0)
+        if b >= 100:
+            p_single.append(sc.p_single)
+            p_final.append(sc.probability)
+    ps = np.concatenate(p_single)
+    pf = np.concatenate(p_final)
+    for alpha in (0.01, 0.05, 0.1):
+        assert np.mean(ps <= alpha) <= 1.3 * alpha + 0.002, alpha
+        assert np.mean(pf <= alpha) <= 1.5 * alpha + 0.002, alpha
+    assert 0.4 < np.mean(ps) < 0.6
+    # the Poisson candidate carries the model: typical is the rate
+    typ = bank.score(idx, 400 * span, np.zeros(idx.size), 1.0).typical
+    for k, rate in enumerate((0.3, 2.0, 6.0)):
+        assert abs(np.mean(typ[k * n_series:(k + 1) * n_series]) - rate) < 0.25 * rate + 0.2  # median ~ mean
+
+
+def test_heavy_tailed_data_stays_calibrated():
+    """Log-normal values: the skewed candidates keep false alarms within a few times nominal."""
+    span = 300
+    bank = SeriesBank(ModelParams(bucket_span=span, nonnegative=True))
+    idx = bank.add(100)
+    rng = np.random.default_rng(4)
+    probs = []
+    for b in range(600):
+        x = np.exp(rng.normal(1.0, 0.8, idx.size))
+        bank.update(idx, b * span, x, 1.0, 1.0)
+        sc = bank.score(idx, b * span, x, 1.0)
+        if b >= 200:
+            probs.append(sc.p_single)
+    ps = np.concatenate(probs)
+    assert np.mean(ps < 1e-3) < 5e-3
+    assert np.mean(ps < 1e-5) < 1e-3
+    assert np.mean(ps < 0.05) < 0.07
+
+
+def test_bimodal_values_are_normal_in_both_modes_but_not_between():
+    span = 300
+    bank = SeriesBank(ModelParams(bucket_span=span, seasonal=False, multi_bucket=False))
+    idx = bank.add(1)
+    rng = np.random.default_rng(5)
+    values = np.where(rng.random(3000) < 0.5, rng.normal(0.0, 1.0, 3000), rng.normal(30.0, 1.0, 3000))
+    _run(bank, idx, np.arange(3000) * span, values)
+    t = 3000 * span
+    both = bank.score(np.zeros(3, dtype=np.int64), t, np.array([0.5, 29.5, 15.0]), 1.0)
+    assert both.probability[0] > 0.1
+    assert both.probability[1] > 0.1
+    assert both.probability[2] < 1e-3
+
+
+def test_white_noise_gets_no_seasonality_and_no_events():
+    span = 1800
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(20)
+    rng = np.random.default_rng(6)
+    for b in range(14 * DAY // span):
+        bank.update(idx, b * span, rng.normal(10.0, 2.0, idx.size), 1.0, 1.0)
+    assert bank.pop_events() == []
+
+
+def test_new_series_is_quiet_while_learning():
+    bank = SeriesBank(ModelParams(bucket_span=300))
+    idx = bank.add(1)
+    scores = _run(bank, idx, np.arange(6) * 300, [1.0, 1000.0, -50.0, 3.0, 1e6, 2.0])
+    assert all(s.probability[0] == 1.0 for s in scores)
+
+
+def test_one_sided_models_ignore_the_other_side():
+    span = 300
+    rng = np.random.default_rng(7)
+    values = 20.0 + rng.normal(0, 1.0, 2000)
+    out = {}
+    for side in (-1, 1):
+        bank = SeriesBank(ModelParams(bucket_span=span, side=side))
+        idx = bank.add(1)
+        _run(bank, idx, np.arange(2000) * span, values)
+        out[side] = bank.score(np.zeros(2, dtype=np.int64), 2000 * span, np.array([30.0, 10.0]), 1.0, False)
+    assert out[1].probability[0] < 1e-6 and out[1].probability[1] == 1.0
+    assert out[-1].probability[1] < 1e-6 and out[-1].probability[0] == 1.0
