@@ -143,9 +143,9 @@ def ln_moments(S, i, c):
 @njit(cache=True)
 def ln_set_moments(S, i, c, mean, var, n) -> None:
     """Re-fit the log-normal to a mean and variance of y, with confidence n (moment matching)."""
-    mean = max(mean, 1e-300)
-    s2 = math.log1p(max(var, 0.0) / (mean * mean))
-    s2 = max(s2, 1e-12)
+    mean = min(max(mean, 1e-300), 1e300)
+    ratio = max(var, 0.0) / mean / mean
+    s2 = min(max(math.log1p(ratio) if ratio < 1e300 else 690.0, 1e-12), 690.0)
     S[i, c] = math.log(mean) - 0.5 * s2
     S[i, c + 1] = n
     S[i, c + 2] = 0.5 * n + 0.5

@@ -38,6 +38,7 @@ MAX_LOG_BF = 30.0  # a candidate's log weight never falls further than this belo
 JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once it can take part
 CHANGE_START = DAY  # change detection starts this long after the first value
 Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
+MAX_ABS = 1e100  # larger magnitudes are not learned (their squares would overflow) and score as extreme
 
 
 @njit(cache=True)
@@ -254,7 +255,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
 
     w is the update weight (1 normally; less for empty buckets or skip_model_update), vs the count
     variance scale. events[k] receives EVENT_* when this update changed the model's structure.
-    NaN or infinite values and non-positive weights leave the series unchanged.
+    NaN, infinite or beyond +-1e100 values and non-positive weights leave the series unchanged.
     """
     span = P[L.P_SPAN]
     decay = P[L.P_DECAY]
@@ -267,7 +268,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         xi = x[k]
         wi = w[k]
         events[k] = EVENT_NONE
-        if not (xi == xi) or abs(xi) == math.inf or not (wi > 0.0) or wi == math.inf:
+        if not (abs(xi) <= MAX_ABS) or not (wi > 0.0) or wi == math.inf:
             continue
         wi = min(wi, 1.0)
         vcount = vs[k] if vs[k] > 0.0 and vs[k] < math.inf else 1.0
@@ -477,7 +478,7 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
             p_multi[k] = 1.0
             mbi[k] = 0.0
             continue
-        xs = min(max(xi, -1e300), 1e300)
+        xs = min(max(xi, -MAX_ABS), MAX_ABS)
         r = xs - pred
         # 50 % baseline band: no residual inside the uncertainty of the seasonal estimate
         # (its knots' counts); the trend's uncertainty is left to the residual model

@@ -1,0 +1,134 @@
+"""SeriesBank state: bit-exact bytes, bounded size, robustness to bad values, pure forecasts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamad.models import ModelParams, SeriesBank
+
+DAY = 86400
+
+
+def _feed(bank: SeriesBank, idx, n: int, span: int, seed: int, start: int = 0):
+    rng = np.random.default_rng(seed)
+    for b in range(n):
+        t = start + b * span
+        x = 50 + 10 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 2, idx.size)
+        x[::7] = rng.poisson(3, x[::7].size)  # some integer, some spiky series
+        bank.update(idx, t, x, 1.0, 1.0)
+    return start + n * span
+
+
+def test_state_round_trips_bit_exactly_and_continues_identically():
+    span = 1800
+    bank = SeriesBank(ModelParams(bucket_span=span, side=1, nonnegative=True, integer=None))
+    idx = bank.add(30)
+    t = _feed(bank, idx, 5 * DAY // span, span, seed=1)
+    bank.remove(idx[[3, 9]])
+    blob = bank.to_bytes()
+    copy = SeriesBank.from_bytes(blob)
+    assert copy.to_bytes() == blob
+    assert copy.params == bank.params and len(copy) == len(bank) == 28
+    live = np.setdiff1d(idx, idx[[3, 9]])
+    _feed(bank, live, 200, span, seed=2, start=t)
+    _feed(copy, live, 200, span, seed=2, start=t)
+    assert copy.to_bytes() == bank.to_bytes()
+    x = np.linspace(0, 100, live.size)
+    a = bank.score(live, t + 200 * span, x, 1.0)
+    b = copy.score(live, t + 200 * span, x, 1.0)
+    for name in ("probability", "p_single", "p_multi", "multi_bucket_impact", "typical", "lower", "upper"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    # recycled rows come back from the free list after a restore too
+    assert sorted(copy.add(2).tolist()) == sorted(idx[[3, 9]].tolist())
+
+
+def test_state_is_at_most_4kb_per_series():
+    bank = SeriesBank(ModelParams(bucket_span=300))
+    bank.add(1000)
+    assert len(bank.to_bytes()) / 1000 <= 4096
+    sub = bank.to_bytes(np.array([5, 6], dtype=np.int64))
+    assert len(sub) <= 2 * 4096 + 64
+
+
+def test_bad_state_bytes_are_rejected_clearly():
+    blob = bytearray(SeriesBank(ModelParams(bucket_span=60)).to_bytes())
+    blob[0] = 99
+    with pytest.raises(ValueError, match="version"):
+        SeriesBank.from_bytes(bytes(blob))
+
+
+def test_mismatched_batch_lengths_raise():
+    bank = SeriesBank(ModelParams(bucket_span=60))
+    idx = bank.add(3)
+    with pytest.raises(ValueError):
+        bank.update(idx, 0, np.ones(2), 1.0, 1.0)
+
+
+@pytest.mark.parametrize("side", [-1, 0, 1])
+def test_no_nan_ever_reaches_a_probability(side):
+    span = 300
+    bank = SeriesBank(ModelParams(bucket_span=span, side=side))
+    idx = bank.add(8)
+    rng = np.random.default_rng(side + 5)
+    bad = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e-300, 0.0, 5e15]
+    t = 0
+    for b in range(1500):
+        t = b * span if b < 700 else b * span + 40 * DAY  # a long gap
+        x = np.array([
+            7.0,                                  # constant
+            rng.normal(0, 1),                     # noise
+            float(rng.poisson(0.05)),             # sparse counts
+            rng.normal(1e12, 1e3),                # huge level, tiny relative spread
+            1e300 if b % 97 == 0 else 1.0,        # astronomically large outliers
+            rng.choice(bad),                      # nonsense
+            -1e-9 * b,                            # drifting near zero
+            np.nan if b % 3 else rng.normal(),    # mostly missing
+        ])
+        bank.update(idx, t, x, 1.0, np.where(b % 5 == 0, 0.0, 1.0))
+        sc = bank.score(idx, t, x, np.where(b % 11 == 0, np.nan, 1.0))
+        for arr in (sc.probability, sc.p_single, sc.p_multi):
+            assert np.all(np.isfinite(arr)) and np.all(arr > 0.0) and np.all(arr <= 1.0), (b, arr)
+        assert np.all(np.isfinite(sc.multi_bucket_impact)) and np.all(np.abs(sc.multi_bucket_impact) <= 5.0)
+        assert np.all(np.isfinite(sc.typical)) and np.all(np.isfinite(sc.lower)) and np.all(np.isfinite(sc.upper))
+    # the constant series: its own value is normal, anything else (on the scored side) is anomalous
+    other = 6.0 if side < 0 else 8.0
+    sc = bank.score(np.array([0, 0], dtype=np.int64), t, np.array([7.0, other]), 1.0)
+    assert sc.probability[0] > 0.1 and sc.probability[1] < 1e-6
+
+
+def test_bad_weights_and_values_leave_the_model_unchanged():
+    bank = SeriesBank(ModelParams(bucket_span=60))
+    idx = bank.add(1)
+    for b in range(50):
+        bank.update(idx, b * 60, np.array([float(b % 5)]), 1.0, 1.0)
+    before = bank.to_bytes()
+    bank.update(idx, 50 * 60, np.array([np.nan]), 1.0, 1.0)
+    bank.update(idx, 50 * 60, np.array([np.inf]), 1.0, 1.0)
+    bank.update(idx, 50 * 60, np.array([3.0]), 0.0, 1.0)
+    bank.update(idx, 50 * 60, np.array([3.0]), np.nan, 1.0)
+    assert bank.to_bytes() == before
+
+
+def test_forecast_leaves_state_unchanged_and_widens_with_horizon():
+    span = 3600
+    bank = SeriesBank(ModelParams(bucket_span=span, nonnegative=True))
+    idx = bank.add(4)
+    t = _feed(bank, idx, 12 * DAY // span, span, seed=3)
+    before = bank.to_bytes()
+    times = t + np.arange(0, 7 * DAY, span)
+    pred, lower, upper = bank.forecast(idx, times, 95.0)
+    assert bank.to_bytes() == before
+    assert pred.shape == (times.size, idx.size)
+    assert np.all(lower <= pred) and np.all(pred <= upper) and np.all(lower >= 0.0)
+    width = upper - lower
+    same_phase = 6 * DAY // span  # six days on, same time of day (the variance scale is seasonal)
+    assert np.all(width[same_phase] > width[0])
+    # the daily shape carries into the forecast (series 1 is seasonal, not a count series)
+    day = pred[: DAY // span, 1]
+    assert day.max() - day.min() > 10.0
+    # predict() at the next bucket is the first forecast step
+    lo, med, up = bank.predict(idx, int(times[0]))
+    assert np.allclose(med, pred[0]) and np.allclose(lo, lower[0])
+    with pytest.raises(ValueError):
+        bank.predict(idx, int(times[0]), percentile=100.0)
