@@ -282,7 +282,7 @@ def po_tails(S, i, c, x):
 
 @njit(cache=True)
 def t_quantile(z, nu) -> float:
-    """Student-t quantile from the normal quantile z (Cornish-Fisher in 1/nu; for bounds only)."""
+    """Student-t quantile from the normal quantile z (Cornish-Fisher in 1/nu, Newton below nu = 10)."""
     if nu > 1e6:
         return z
     nu = max(nu, 1.0)
@@ -291,4 +291,11 @@ def t_quantile(z, nu) -> float:
     z7 = z5 * z * z
     q = z + (z3 + z) / (4.0 * nu) + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * nu * nu) \
         + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * nu ** 3)
+    if nu < 10.0:  # the expansion is rough for few degrees of freedom: Newton on the CDF
+        p = 0.5 * math.erfc(-z / math.sqrt(2.0))
+        for _ in range(3):
+            dens = math.exp(t_logpdf(q, nu, 1.0))
+            if not (dens > 0.0):
+                break
+            q -= (student_t_cdf(q, nu) - p) / dens
     return q
