@@ -183,15 +183,20 @@ def period_test(y, start_abs, per):
 
 @njit(cache=True)
 def best_lag(y, lo, hi) -> int:
-    """The lag in [lo, hi] with the largest autocorrelation of detrended y (0 if none)."""
+    """The shortest local maximum of autocorrelation in [lo, hi] within 10 % of the largest (or 0).
+
+    Multiples of a period correlate about as well as the period itself; prefer the shortest.
+    """
     best = 0.0
-    lag = 0
+    for q in range(lo, hi + 1):
+        best = max(best, acf(y, q))
+    if not (best > 0.0):
+        return 0
     for q in range(lo, hi + 1):
         r = acf(y, q)
-        if r > best:
-            best = r
-            lag = q
-    return lag
+        if r >= 0.9 * best and r >= acf(y, q - 1) and r >= acf(y, q + 1):
+            return q
+    return 0
 
 
 @njit(cache=True)
