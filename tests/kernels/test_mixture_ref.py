@@ -1,0 +1,156 @@
+"""Multimodal prior, one-of-n and multi-bucket helpers against plain-Python references."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from streamad.kernels import layout as L
+from streamad.kernels import modes as MM
+from streamad.kernels import priors as PR
+from streamad.kernels import series as K
+from streamad.kernels.special import student_t_sf
+
+RNG = np.random.default_rng(31)
+
+
+def _row():
+    S = np.zeros((1, L.NCOLS))
+    K.init_rows(S, np.array([0], dtype=np.int64))
+    return S
+
+
+def _modes(S):
+    out = []
+    for j in range(L.MM_MODES):
+        c = L.MM + j * L.MM_STRIDE
+        if S[0, c] > 0:
+            w, m, p, a, b = S[0, c:c + 5]
+            out.append((w, m, p, a, b))
+    return out
+
+
+def _ref_t_logpdf(z, nu, scale):
+    return (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi) - math.log(scale)
+            - (nu + 1) / 2 * math.log1p(z * z / nu))
+
+
+def _scale(p, a, b, vs=1.0):
+    return math.sqrt(max(b * (p + 1) / (max(a, 0.5) * max(p, 1e-9)) * vs, 1e-300))
+
+
+def test_mixture_density_and_tail_match_reference():
+    S = _row()
+    values = np.where(RNG.random(2000) < 0.3, RNG.normal(-20, 1, 2000), RNG.normal(10, 2, 2000))
+    for v in values:
+        MM.mm_update(S, 0, float(v), 1.0, 0.0, 1e-12)
+    modes = _modes(S)
+    assert len(modes) == 2
+    assert sorted(round(m[1]) for m in modes) == [-20, 10]
+    total = sum(m[0] for m in modes)
+    assert sorted(m[0] / total for m in modes)[0] == pytest.approx(0.3, abs=0.04)
+    for z in (-25.0, -20.0, -5.0, 0.0, 10.0, 40.0):
+        terms = [math.log(w / total) + _ref_t_logpdf((z - m) / _scale(p, a, b), 2 * max(a, 0.5), _scale(p, a, b))
+                 for w, m, p, a, b in modes]
+        top = max(terms)
+        ref = top + math.log(sum(math.exp(t - top) for t in terms))
+        assert MM.mm_logpdf(S, 0, z, 1.0, 1e-12) == pytest.approx(ref, rel=1e-9)
+        ref_p = sum(w / total * min(max(2 * student_t_sf(abs(z - m) / _scale(p, a, b), 2 * max(a, 0.5)), 2.2250738585072014e-308), 1.0)
+                    for w, m, p, a, b in modes)
+        assert MM.mm_tail(S, 0, z, 1.0, 0, 1e-12) == pytest.approx(ref_p, rel=1e-9)
+
+
+def test_unimodal_data_stays_one_mode_and_close_modes_merge():
+    for data in (RNG.normal(5, 3, 3000), RNG.standard_t(4, 3000), RNG.exponential(2.0, 3000), np.full(500, 2.0)):
+        S = _row()
+        for v in data:
+            MM.mm_update(S, 0, float(v), 1.0, 0.0, 1e-12)
+        assert MM.n_modes(S, 0) <= 2  # heavy tails may hold a small tail mode, never a split body
+        assert _modes(S)[0][0] > 0.8 * sum(m[0] for m in _modes(S))
+
+
+def test_far_outliers_open_a_mode_and_mode_count_is_bounded():
+    S = _row()
+    for v in RNG.normal(0, 1, 500):
+        MM.mm_update(S, 0, float(v), 1.0, 0.0, 1e-12)
+    for level in (100.0, 300.0, 900.0, 5000.0):
+        MM.mm_update(S, 0, level, 1.0, 0.0, 1e-12)
+        assert MM.n_modes(S, 0) <= L.MM_MODES
+    assert any(abs(m[1] - 5000.0) < 1e-9 for m in _modes(S))
+    assert np.isfinite(S[0, L.MM:L.MM + L.MM_MODES * L.MM_STRIDE]).all()
+
+
+def test_outlier_weight_matches_formula():
+    for derate in (0.0, 0.3, 1.0):
+        wmin = 0.01 + 0.49 * derate
+        k = -math.log(wmin) / (math.log(1e-5) * (math.log(1e-5) - math.log(1e-3)))
+        for pv in (0.5, 1e-3, 3e-4, 1e-4, 2e-5, 1e-5, 1e-9, 0.0):
+            if pv >= 1e-3:
+                ref = 1.0
+            elif pv <= 1e-5:
+                ref = wmin
+            else:
+                ref = math.exp(-k * math.log(pv) * (math.log(pv) - math.log(1e-3)))
+            assert K._outlier_weight(pv, derate) == pytest.approx(ref, rel=1e-12)
+
+
+def test_joint_probability_matches_reference():
+    nd = NormalDist()
+    for p1, p2, rho in ((0.5, 0.5, 0.45), (1e-3, 0.2, 0.45), (1e-10, 1e-12, 0.45), (0.01, 0.01, 0.0), (1e-300, 0.9, 0.45)):
+        z = [-nd.inv_cdf(max(p, 1e-300) / 2) for p in (p1, p2)]
+        m = (sum(v * v for v in z) - rho * sum(z) ** 2 / (2 * rho + 1 - rho)) / (1 - rho)
+        ref = math.exp(-0.5 * max(m, 0.0))  # chi-square survival with 2 dof
+        assert K._joint2(p1, p2, rho) == pytest.approx(max(ref, 2.2250738585072014e-308), rel=1e-6)
+
+
+def test_multi_bucket_feature_is_geometric_mean_of_window():
+    S = _row()
+    vals = RNG.normal(0, 1, 20)
+    for n, v in enumerate(vals):
+        pos = int(S[0, L.MB_POS])
+        S[0, L.MB_R + pos] = v
+        S[0, L.MB_POS] = (pos + 1) % L.MB_LEN
+        S[0, L.MB_CNT] = min(S[0, L.MB_CNT] + 1, L.MB_LEN)
+        recent = vals[max(0, n - 11): n + 1][::-1]
+        w = 0.9 ** np.arange(recent.size)
+        assert K.mb_feature(S, 0) == pytest.approx(np.sum(w * recent) / np.sum(w))
+
+
+def test_candidate_weights_are_a_softmax_over_eligible_candidates():
+    S = _row()
+    for v in RNG.poisson(3.0, 200):
+        PR.ng_update(S, 0, L.NM, float(v), 1.0, 0.0)
+        PR.ga_update(S, 0, L.GA_N, float(v) + 1.0, 1.0)
+        S[0, L.PO_A] += v
+        S[0, L.PO_B] += 1.0
+    lw = np.array([-3.0, -1.0, 0.0, -2.0, -0.5])
+    S[0, L.LW:L.LW + 5] = lw
+    out = np.empty(5)
+    K.candidate_weights(S, 0, True, out)
+    e = np.exp(lw[:4] - lw[:4].max())  # multimodal has < 2 modes: not eligible
+    assert np.allclose(out[:4], e / e.sum()) and out[4] == 0.0
+    K.candidate_weights(S, 0, False, out)  # not integer: no Poisson
+    e = np.exp(lw[:3] - lw[:3].max())
+    assert np.allclose(out[:3], e / e.sum()) and out[3] == 0.0
+
+
+def test_mixture_tail_is_weighted_sum_of_candidate_tails():
+    S = _row()
+    for v in RNG.gamma(2.0, 3.0, 400):
+        PR.ng_update(S, 0, L.NM, float(v), 1.0, 0.0)
+        PR.ng_update(S, 0, L.LN, math.log(v + 1.0), 1.0, 0.0)
+        PR.ga_update(S, 0, L.GA_N, float(v) + 1.0, 1.0)
+        MM.mm_update(S, 0, float(v), 1.0, 0.0, 1e-12)
+    S[0, L.OFFSET] = 1.0
+    wts = np.array([0.2, 0.5, 0.3, 0.0, 0.0])
+    for z in (0.5, 6.0, 30.0, -3.0):
+        y = z + 1.0
+        parts = [PR.t_tails((z - S[0, L.NM]) / PR.ng_scale(S, 0, L.NM, 1.0), PR.ng_nu(S, 0, L.NM)),
+                 PR.ln_tails(S, 0, L.LN, y, 1.0), PR.ga_tails(S, 0, L.GA_N, y, 1.0)]
+        for side in (-1, 0, 1):
+            ref = sum(w * PR.tail_p(F, G, side) for w, (F, G) in zip(wts, parts))
+            got = K.mixture_tail(S, 0, z, z, 1.0, side, False, wts)
+            assert got == pytest.approx(min(max(ref, 2.2250738585072014e-308), 1.0), rel=1e-12)
