@@ -1,13 +1,13 @@
 """The flat per-series state layout: one float64 row per series, named column offsets.
 
-Version 3. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
+Version 4. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
 Poisson, a 3-mode normal mixture) with their log weights, a 4-level trend ensemble, change
 detection, the multi-bucket window and prior, two seasonal components (36 knots of value, count
 and residual variance each) and the 168-slot expanding periodicity-test window.
 496 columns = 3968 bytes per series.
 """
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 # After editing this file, delete numba caches (find streamad -name "*.nb[ic]" -delete): numba only
 # re-validates a cached kernel against its own source file, not against these constants.
 
@@ -58,19 +58,20 @@ WIN_NEXT_TEST = 83  # time of the next periodicity test
 WIN_LEVEL = 84  # resolution: slot length = base slot * 2^level
 RESID_VAR = 85  # EW variance of the scaled residuals (for the baseline band)
 OUT_RATE = 86  # EW rate of p < 1e-3 events (heavier tails than modelled when far above 1e-3)
-# seasonal components: on flag, period (s), variance fraction explained when added
+# seasonal components: on flag, period (s), variance fraction explained when added, time added,
+# EW squared prediction error with and without the component (for removal)
 NCOMP = 2
-COMP = 87  # per component: ON, PERIOD, EV
-COMP_STRIDE = 3
+COMP = 87  # per component: ON, PERIOD, EV, T_ADDED, ERR_WITH, ERR_WITHOUT
+COMP_STRIDE = 6
 # arrays
 MB_LEN = 12
-MB_R = 94  # 12 residuals
+MB_R = 100  # 12 residuals
 KNOTS = 36
-SEAS = MB_R + MB_LEN  # 106: per component 36 values, 36 counts, 36 residual variances
+SEAS = MB_R + MB_LEN  # 112: per component 36 values, 36 counts, 36 residual variances
 SEAS_STRIDE = 3 * KNOTS
 WIN_LEN = 168
-WIN = SEAS + NCOMP * SEAS_STRIDE  # 322: 168 slot means (NaN = no data)
-NCOLS = WIN + WIN_LEN  # 490
+WIN = SEAS + NCOMP * SEAS_STRIDE  # 328: 168 slot means (NaN = no data)
+NCOLS = WIN + WIN_LEN  # 496
 NCOLS = ((NCOLS + 7) // 8) * 8  # 496, padded to whole cache lines
 MAX_WIN_LEVEL = 2
 

@@ -5,7 +5,8 @@ when the window fills it is compressed by merging pairs (2 h, then 4 h), so it c
 28 days, and then slides. Tests run once a day from 3 days of data: daily and weekly periods and
 the strongest autocorrelation period, each by an F-test of the explained variance on the linearly
 detrended window (minus the other modelled components), gated by autocorrelation at one period lag
-and at least 3 repeats. A component is added when p < 1e-4 and removed when p > 0.4.
+and at least 3 repeats. A component is added when p < 1e-4 and removed when p > 0.4, or when
+after a week it predicts worse than no component.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def _compress(S, i, slot, end_abs) -> None:
         filled += 1
     S[i, L.WIN_FILLED] = filled
     S[i, L.WIN_LEVEL] += 1.0
+
+
+@njit(cache=True)
+def _clear_window(S, i) -> None:
+    for k in range(L.WIN_LEN):
+        S[i, L.WIN + k] = math.nan
+    S[i, L.WIN_FILLED] = 0.0
 
 
 @njit(cache=True)
@@ -206,8 +214,13 @@ def run_tests(S, i, base, t_end, span) -> int:
     On success the component is switched on (off) here; the caller resets the residual model.
     """
     slot = slot_len(S, i, base)
-    # removal: a modelled component that no longer explains variance
+    # removal: a component that predicts worse than none after a week, or whose period no
+    # longer explains variance in the window
     for k in range(L.NCOMP):
+        if SE.stale(S, i, k, t_end, WEEK):
+            SE.comp_clear(S, i, k)
+            _clear_window(S, i)  # the window still shows the old pattern: start afresh
+            return -1
         if SE.comp_on(S, i, k):
             per = int(round(SE.comp_period(S, i, k) / slot))
             if per * slot == SE.comp_period(S, i, k):
@@ -219,6 +232,7 @@ def run_tests(S, i, base, t_end, span) -> int:
                         n += 1
                 if n >= 3 * per and pval > P_REMOVE:
                     SE.comp_clear(S, i, k)
+                    _clear_window(S, i)
                     return -1
     # daily (or another short period) in component 0, weekly in component 1
     for k in range(L.NCOMP):
@@ -245,6 +259,6 @@ def run_tests(S, i, base, t_end, span) -> int:
             trial = y.copy()
             ev, pval, r, prof = period_test(trial, start, per)
             if pval < P_ADD and r > 0.4 and ev > 0.1:
-                SE.comp_init(S, i, k, period, prof, per, ev, 1.0)
+                SE.comp_init(S, i, k, period, prof, per, ev, 1.0, t_end)
                 return 1
     return 0

@@ -120,12 +120,17 @@ def comp_update(S, i, k, t, span, e, weight, d2, wvar) -> float:
 
 
 @njit(cache=True)
-def comp_init(S, i, k, period, profile, nprof, ev, var0) -> None:
-    """Switch component k on with a period and an initial profile of nprof equally spaced values."""
+def comp_init(S, i, k, period, profile, nprof, ev, var0, t) -> None:
+    """Switch component k on at time t with a period and an initial profile of nprof equally
+    spaced values."""
     base = L.SEAS + k * L.SEAS_STRIDE
-    S[i, L.COMP + k * L.COMP_STRIDE] = 1.0
-    S[i, L.COMP + k * L.COMP_STRIDE + 1] = period
-    S[i, L.COMP + k * L.COMP_STRIDE + 2] = ev
+    c = L.COMP + k * L.COMP_STRIDE
+    S[i, c] = 1.0
+    S[i, c + 1] = period
+    S[i, c + 2] = ev
+    S[i, c + 3] = t
+    S[i, c + 4] = 0.0
+    S[i, c + 5] = 0.0
     mean = 0.0
     for j in range(L.KNOTS):
         centre = (j + 0.5) / L.KNOTS * nprof - 0.5
@@ -139,6 +144,26 @@ def comp_init(S, i, k, period, profile, nprof, ev, var0) -> None:
     mean /= L.KNOTS
     for j in range(L.KNOTS):
         S[i, base + j] -= mean
+
+
+@njit(cache=True)
+def track_errors(S, i, t, span, r, weight, beta) -> None:
+    """EW squared prediction error of each component's model with and without it (r = value -
+    prediction with all components)."""
+    b = beta * min(weight, 1.0)
+    for k in range(L.NCOMP):
+        if comp_on(S, i, k):
+            c = L.COMP + k * L.COMP_STRIDE
+            without = r + comp_value(S, i, k, t, span)
+            S[i, c + 4] += b * (r * r - S[i, c + 4])
+            S[i, c + 5] += b * (without * without - S[i, c + 5])
+
+
+@njit(cache=True)
+def stale(S, i, k, t, min_age) -> bool:
+    """A component older than min_age whose predictions are worse than none (ELASTIC_MODEL §2.3)."""
+    c = L.COMP + k * L.COMP_STRIDE
+    return comp_on(S, i, k) and t - S[i, c + 3] > min_age and S[i, c + 4] > S[i, c + 5]
 
 
 @njit(cache=True)

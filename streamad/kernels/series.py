@@ -361,6 +361,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         weight = wi * w_out * w_change
         # decomposition: the trend follows value - seasonal; each component takes the error
         e = xi - pred
+        SE.track_errors(S, i, t, span, e, weight, max(span / (3.0 * DAY), 0.002))
         TR.update(S, i, P, xi - seas, weight, max(span / DAY, 0.005))
         if SE.comp_on(S, i, 0) or SE.comp_on(S, i, 1):
             d2 = (r / math.sqrt(vcount)) ** 2

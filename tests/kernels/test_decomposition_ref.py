@@ -39,7 +39,7 @@ def test_component_value_is_catmull_rom_of_the_knots():
     for period in (DAY, 7 * DAY, 12 * 3600.0):
         S = _row()
         prof = RNG.normal(0, 5, 36)
-        SE.comp_init(S, 0, 0, period, prof, 36, 0.5, 1.0)
+        SE.comp_init(S, 0, 0, period, prof, 36, 0.5, 1.0, 0.0)
         knots = S[0, L.SEAS:L.SEAS + 36].copy()
         assert abs(knots.mean()) < 1e-12  # identifiable: zero-mean knots
         assert np.allclose(knots, prof - prof.mean())
@@ -51,7 +51,7 @@ def test_component_value_is_catmull_rom_of_the_knots():
 def test_component_init_interpolates_coarse_profiles():
     S = _row()
     prof = np.array([0.0, 10.0, 20.0, 10.0])  # 4 slots of 6 h
-    SE.comp_init(S, 0, 0, DAY, prof, 4, 0.5, 1.0)
+    SE.comp_init(S, 0, 0, DAY, prof, 4, 0.5, 1.0, 0.0)
     knots = S[0, L.SEAS:L.SEAS + 36]
     centres = (np.arange(36) + 0.5) / 36 * 4 - 0.5
     ref = np.interp(centres, np.arange(-1, 6), np.r_[prof[-1], prof, prof[:2]])
@@ -60,7 +60,7 @@ def test_component_init_interpolates_coarse_profiles():
 
 def test_component_update_matches_reference_and_stays_zero_mean():
     S = _row()
-    SE.comp_init(S, 0, 0, DAY, RNG.normal(0, 1, 24), 24, 0.5, 1.0)
+    SE.comp_init(S, 0, 0, DAY, RNG.normal(0, 1, 24), 24, 0.5, 1.0, 0.0)
     span = 900.0
     ref_k = S[0, L.SEAS:L.SEAS + 36].copy()
     ref_c = S[0, L.SEAS + 36:L.SEAS + 72].copy()

@@ -163,3 +163,33 @@ def test_one_sided_models_ignore_the_other_side():
         out[side] = bank.score(np.zeros(2, dtype=np.int64), 2000 * span, np.array([30.0, 10.0]), 1.0, False)
     assert out[1].probability[0] < 1e-6 and out[1].probability[1] == 1.0
     assert out[-1].probability[1] < 1e-6 and out[-1].probability[0] == 1.0
+
+
+def test_seasonality_that_stops_is_removed_and_not_re_added():
+    span = 3600
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(8)
+    kinds = []
+    for b in range(30 * 24):
+        t = b * span
+        x = 100.0 + (30.0 * math.sin(2 * math.pi * t / DAY) if b < 8 * 24 else 0.0) + rng.normal(0, 2)
+        bank.update(idx, t, np.array([x]), 1.0, 1.0)
+        kinds += [(e.kind, e.time // DAY) for e in bank.pop_events()]
+    assert kinds[0] == ("seasonality_added", 3)
+    assert kinds[1][0] == "seasonality_removed" and 8 < kinds[1][1] <= 16
+    assert len(kinds) == 2
+
+
+def test_repeated_indices_update_sequentially():
+    """Population models feed several values of one bucket into one series."""
+    a = SeriesBank(ModelParams(bucket_span=60, seasonal=False))
+    b = SeriesBank(ModelParams(bucket_span=60, seasonal=False))
+    ia, ib = a.add(1), b.add(1)
+    rng = np.random.default_rng(9)
+    for t in range(0, 6000, 60):
+        xs = rng.normal(5, 1, 3)
+        a.update(np.repeat(ia, 3), t, xs, 1.0, 1.0)
+        for x in xs:
+            b.update(ib, t, np.array([x]), 1.0, 1.0)
+    assert a.to_bytes() == b.to_bytes()
