@@ -8,8 +8,8 @@ and residual variance each) and the 168-slot expanding periodicity-test window.
 """
 
 STATE_VERSION = 4
-# After editing this file, delete numba caches (find streamad -name "*.nb[ic]" -delete): numba only
-# re-validates a cached kernel against its own source file, not against these constants.
+# Numba only re-validates a cached kernel against its own source file, not against these constants:
+# `streamad.kernels` therefore keys its cache folder by a hash of all kernel sources.
 
 # bookkeeping
 T_FIRST = 0  # first bucket time (s), NaN before the first update
@@ -56,8 +56,8 @@ WIN_SLOT_CNT = 81
 WIN_FILLED = 82  # slots pushed at the current resolution
 WIN_NEXT_TEST = 83  # time of the next periodicity test
 WIN_LEVEL = 84  # resolution: slot length = base slot * 2^level
-RESID_VAR = 85  # EW variance of the scaled residuals (for the baseline band)
-OUT_RATE = 86  # EW rate of p < 1e-3 events (heavier tails than modelled when far above 1e-3)
+RESERVED = 85
+OUT_RATE = 86  # diagnostic: EW rate of p < 1e-3 updates (far above 1e-3: tails heavier than modelled)
 # seasonal components: on flag, period (s), variance fraction explained when added, time added,
 # EW squared prediction error with and without the component (for removal)
 NCOMP = 2
