@@ -174,59 +174,23 @@ def student_t_ppf(p: float, nu: float) -> float:
 
 
 @njit(cache=True)
-def gammainc_lower(a: float, x: float) -> float:
-    """Regularized lower incomplete gamma P(a, x)."""
-    if not (x > 0.0):
-        return 0.0
-    if x < a + 1.0:
-        term = 1.0 / a
-        total = term
-        ap = a
-        for _ in range(10000):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * _EPS:
-                break
-        return min(total * math.exp(-x + a * math.log(x) - math.lgamma(a)), 1.0)
-    return 1.0 - gammainc_upper(a, x)
-
-
-@njit(cache=True)
-def gammainc_upper(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(a, x)."""
-    if not (x > 0.0):
-        return 1.0
-    if x < a + 1.0:
-        return 1.0 - gammainc_lower(a, x)
-    b = x + 1.0 - a
-    c = 1.0 / _TINY
-    d = 1.0 / b
-    h = d
-    for i in range(1, 10000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        if abs(d) < _TINY:
-            d = _TINY
-        c = b + an / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
+def _gamma_series(a: float, x: float) -> float:
+    """P(a, x) by its power series; converges fast for x < a + 1."""
+    term = 1.0 / a
+    total = term
+    ap = a
+    for _ in range(10000):
+        ap += 1.0
+        term *= x / ap
+        total += term
+        if abs(term) < abs(total) * _EPS:
             break
-    return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
+    return min(total * math.exp(-x + a * math.log(x) - math.lgamma(a)), 1.0)
 
 
 @njit(cache=True)
-def log_gammainc_upper(a: float, x: float) -> float:
-    """log Q(a, x), finite where Q underflows (continued fraction in log space for large x)."""
-    if not (x > 0.0):
-        return 0.0
-    if x < a + 1.0:
-        return math.log(max(1.0 - gammainc_lower(a, x), 1e-320))
+def _gamma_log_cf(a: float, x: float) -> float:
+    """log Q(a, x) by Lentz's continued fraction; converges fast for x >= a + 1."""
     b = x + 1.0 - a
     c = 1.0 / _TINY
     d = 1.0 / b
@@ -246,6 +210,38 @@ def log_gammainc_upper(a: float, x: float) -> float:
         if abs(delta - 1.0) < _EPS:
             break
     return -x + a * math.log(x) - math.lgamma(a) + math.log(h)
+
+
+# The two regularized functions are written without calling each other: numba's
+# on-disk cache cannot reload mutually recursive functions.
+@njit(cache=True)
+def gammainc_lower(a: float, x: float) -> float:
+    """Regularized lower incomplete gamma P(a, x)."""
+    if not (x > 0.0):
+        return 0.0
+    if x < a + 1.0:
+        return _gamma_series(a, x)
+    return 1.0 - math.exp(_gamma_log_cf(a, x))
+
+
+@njit(cache=True)
+def gammainc_upper(a: float, x: float) -> float:
+    """Regularized upper incomplete gamma Q(a, x)."""
+    if not (x > 0.0):
+        return 1.0
+    if x < a + 1.0:
+        return 1.0 - _gamma_series(a, x)
+    return math.exp(_gamma_log_cf(a, x))
+
+
+@njit(cache=True)
+def log_gammainc_upper(a: float, x: float) -> float:
+    """log Q(a, x), finite where Q underflows (continued fraction in log space for large x)."""
+    if not (x > 0.0):
+        return 0.0
+    if x < a + 1.0:
+        return math.log(max(1.0 - _gamma_series(a, x), 1e-320))
+    return _gamma_log_cf(a, x)
 
 
 @njit(cache=True)
