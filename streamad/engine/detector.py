@@ -256,9 +256,11 @@ class DetectorState:
                 continue
             idx_a = np.asarray(idx, dtype=np.int64)
             x_a = np.asarray(xs)
+            # score against the model as it predicted this bucket, then learn from it: a value is
+            # never judged by a model it has already moved
+            sc = self.banks[f].score(idx_a, t, x_a, np.asarray(vs), multi_bucket=True)
             if not interim:
                 self.banks[f].update(idx_a, t, x_a, np.asarray(ws), np.asarray(vs))
-            sc = self.banks[f].score(idx_a, t, x_a, np.asarray(vs), multi_bucket=True)
             results.append((pos, idx_a, x_a, sc))
         leaves: list[Leaf] = []
         per_key: dict[int, list] = {}

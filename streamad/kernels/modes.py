@@ -23,6 +23,7 @@ MERGE_SIGMAS = 2.0
 SPLIT_SIGMAS = 4.0
 SPLIT_MIN_COUNT = 12.0
 SPLIT_MIN_FRACTION = 0.05
+MIN_SHARE = 1e-4
 
 
 @njit(cache=True)
@@ -200,7 +201,9 @@ def mm_tail(S, i, z, vs, side, var_floor) -> float:
     p = 0.0
     for j in range(L.MM_MODES):
         c = _col(j)
-        if S[i, c] > 0.0:
+        # a mode that has all but aged away (a share below MIN_SHARE) has a Cauchy-like tail
+        # that would put a floor under every probability: it takes no part
+        if S[i, c] > MIN_SHARE * total:
             scale = max(ng_scale(S, i, c + 1, vs), math.sqrt(var_floor * vs))
             F, G = t_tails((z - S[i, c + 1]) / scale, ng_nu(S, i, c + 1))
             p += S[i, c] / total * tail_p(F, G, side)

@@ -107,10 +107,16 @@ def mixture_tail(S, i, z, x, vs, side, integer, wts) -> float:
         used += w
         if c == L.C_NORMAL:
             F, G = PR.t_tails((z - S[i, L.NM]) / PR.ng_scale(S, i, L.NM, vs), PR.ng_nu(S, i, L.NM))
-        elif c == L.C_LOGNORMAL:
-            F, G = PR.ln_tails(S, i, L.LN, z + S[i, L.OFFSET], vs)
-        elif c == L.C_GAMMA:
-            F, G = PR.ga_tails(S, i, L.GA_N, z + S[i, L.OFFSET], vs)
+        elif c == L.C_LOGNORMAL or c == L.C_GAMMA:
+            y = z + S[i, L.OFFSET]
+            if not (y > 0.0):
+                # outside the skewed candidate's support (its offset was learnt on other data):
+                # it cannot judge this value, and the normal candidate judges in its place
+                F, G = PR.t_tails((z - S[i, L.NM]) / PR.ng_scale(S, i, L.NM, vs), PR.ng_nu(S, i, L.NM))
+            elif c == L.C_LOGNORMAL:
+                F, G = PR.ln_tails(S, i, L.LN, y, vs)
+            else:
+                F, G = PR.ga_tails(S, i, L.GA_N, y, vs)
         elif c == L.C_POISSON:
             F, G = PR.po_tails(S, i, L.PO_A, x)
         else:
@@ -250,6 +256,31 @@ def mb_feature(S, i) -> float:
 
 
 @njit(cache=True)
+def mb_feature_with(S, i, z) -> float:
+    """`mb_feature` of the window as it will be once z, the newest residual, has joined it."""
+    n = min(int(S[i, L.MB_CNT]), L.MB_LEN - 1)
+    pos = int(S[i, L.MB_POS])
+    total = z
+    weight = 1.0
+    w = MB_DECAY
+    for k in range(n):
+        j = (pos - 1 - k + L.MB_LEN) % L.MB_LEN
+        total += w * S[i, L.MB_R + j]
+        weight += w
+        w *= MB_DECAY
+    return total / weight
+
+
+@njit(cache=True)
+def mb_clip(S, i, z) -> float:
+    """A residual as the multi-bucket window keeps it: within 4 residual sd of the residual mean,
+    so that one spike cannot make the next buckets look anomalous as a run."""
+    m = S[i, L.NM]
+    half = 4.0 * PR.ng_scale(S, i, L.NM, 1.0)
+    return min(max(z, m - half), m + half)
+
+
+@njit(cache=True)
 def update(S, P, idx, t, x, w, vs, events) -> None:
     """Update the models of series idx[k] with value x[k] of the bucket starting at t.
 
@@ -381,7 +412,9 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
             PR.ng_update(S, i, L.LN, math.log(y), weight, 0.0)
             PR.ng_floor(S, i, L.LN, 1e-8)
             PR.ga_update(S, i, L.GA_N, y, weight)
-        MM.mm_update(S, i, z, weight, extra, var_floor)
+        # the mixture is the candidate that must learn the tails the others call outliers, so it
+        # takes tail values at full weight (else a real minority mode can never grow)
+        MM.mm_update(S, i, z, wi * w_change, extra, var_floor)
         if _poisson_ok(S, i, integer):
             S[i, L.PO_A] += weight * xi
             S[i, L.PO_B] += weight
@@ -389,7 +422,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         S[i, L.N_UPD] += 1.0
         # multi-bucket window of scaled residuals and its own prior
         pos = int(S[i, L.MB_POS])
-        S[i, L.MB_R + pos] = z
+        S[i, L.MB_R + pos] = mb_clip(S, i, z)
         S[i, L.MB_POS] = (pos + 1) % L.MB_LEN
         S[i, L.MB_CNT] = min(S[i, L.MB_CNT] + 1.0, L.MB_LEN)
         if S[i, L.MB_CNT] >= MB_MIN:
@@ -492,10 +525,12 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         ps = mixture_tail(S, i, z, xs, 1.0, side, integer, wts)
         pm = 1.0
         if use_multi and P[L.P_MULTI] > 0.0 and S[i, L.MB_CNT] >= MB_MIN and S[i, L.MB_M + 1] > 0.0:
-            feat = mb_feature(S, i)
+            feat = mb_feature_with(S, i, mb_clip(S, i, z))
             mscale = PR.ng_scale(S, i, L.MB_M, 1.0)
             F, G = PR.t_tails((feat - S[i, L.MB_M]) / mscale, PR.ng_nu(S, i, L.MB_M))
-            pm = PR.tail_p(F, G, side)
+            # a run is anomalous in this bucket only if this bucket's own error continues it
+            if (feat - S[i, L.MB_M]) * (z - S[i, L.NM]) > 0.0:
+                pm = PR.tail_p(F, G, side)
         p = _joint2(ps, pm, MB_RHO) if pm < 1.0 else ps
         prob[k] = min(max(p, DBL_MIN), 1.0)
         p_single[k] = ps

@@ -148,8 +148,11 @@ def test_mixture_tail_is_weighted_sum_of_candidate_tails():
     wts = np.array([0.2, 0.5, 0.3, 0.0, 0.0])
     for z in (0.5, 6.0, 30.0, -3.0):
         y = z + 1.0
-        parts = [PR.t_tails((z - S[0, L.NM]) / PR.ng_scale(S, 0, L.NM, 1.0), PR.ng_nu(S, 0, L.NM)),
-                 PR.ln_tails(S, 0, L.LN, y, 1.0), PR.ga_tails(S, 0, L.GA_N, y, 1.0)]
+        normal = PR.t_tails((z - S[0, L.NM]) / PR.ng_scale(S, 0, L.NM, 1.0), PR.ng_nu(S, 0, L.NM))
+        # below the skewed candidates' support (y <= 0) the normal judges in their place
+        parts = [normal,
+                 PR.ln_tails(S, 0, L.LN, y, 1.0) if y > 0 else normal,
+                 PR.ga_tails(S, 0, L.GA_N, y, 1.0) if y > 0 else normal]
         for side in (-1, 0, 1):
             ref = sum(w * PR.tail_p(F, G, side) for w, (F, G) in zip(wts, parts))
             got = K.mixture_tail(S, 0, z, z, 1.0, side, False, wts)

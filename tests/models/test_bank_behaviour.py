@@ -16,12 +16,12 @@ def _daily(t: float) -> float:
 
 
 def _run(bank: SeriesBank, idx, times, values):
-    """Elastic's order per bucket: update, then score the same value."""
+    """The engine's order per bucket: score against the prediction, then learn the value."""
     out = []
     for t, v in zip(times, values):
         x = np.atleast_1d(np.asarray(v, dtype=float))
-        bank.update(idx, int(t), x, 1.0, 1.0)
         out.append(bank.score(idx, int(t), x, 1.0))
+        bank.update(idx, int(t), x, 1.0, 1.0)
     return out
 
 
@@ -84,8 +84,8 @@ def test_poisson_counts_at_low_rates_are_calibrated():
     p_single, p_final = [], []
     for b in range(400):
         x = rng.poisson(rates).astype(float)
-        bank.update(idx, b * span, x, 1.0, 1.0)
         sc = bank.score(idx, b * span, x, 1.0)
+        bank.update(idx, b * span, x, 1.0, 1.0)
         if b >= 100:
             p_single.append(sc.p_single)
             p_final.append(sc.probability)
@@ -110,8 +110,8 @@ def test_heavy_tailed_data_stays_calibrated():
     probs = []
     for b in range(600):
         x = np.exp(rng.normal(1.0, 0.8, idx.size))
-        bank.update(idx, b * span, x, 1.0, 1.0)
         sc = bank.score(idx, b * span, x, 1.0)
+        bank.update(idx, b * span, x, 1.0, 1.0)
         if b >= 200:
             probs.append(sc.p_single)
     ps = np.concatenate(probs)
