@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = {
     "jobs": "validate, import and export Elastic anomaly detection job configs",
+    "demo": "generate web logs with planted incidents, run the sample jobs, show the top anomalies",
     "run": "run jobs over a file or stdin in-process and write result documents",
     "worker": "run a Kafka stream worker (Faust) with the REST API and /metrics",
 }

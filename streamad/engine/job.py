@@ -27,6 +27,9 @@ Emit = Callable[[dict], None]
 DeadLetter = Callable[[bytes, str, str], None]
 
 
+RENORMALIZE_EVERY_S = 86400
+
+
 def _count_fields(doc: dict) -> int:
     return len(doc)
 
@@ -65,6 +68,9 @@ class JobEngine:
         self.annotations = job.model_plot_config is not None and job.model_plot_config.annotations_enabled
         self.interim_ids: set[str] = set()
         self.has_rules = any(d.custom_rules for d in job.detectors)
+        self.final_buckets = 0
+        # renormalize about once a day of buckets (Elastic does when it persists quantiles)
+        self.renormalize_every = max(1, RENORMALIZE_EVERY_S // self.span)
 
     # ------------------------------------------------------------------ input
     def feed(self, raw: bytes, doc: dict | None, error: str | None = None) -> None:
@@ -186,6 +192,7 @@ class JobEngine:
         if self.open:
             last = max(self.open)
             self.advance(last + self.span + self.latency)
+        self.renormalize()
 
     # ------------------------------------------------------------------ buckets
     def _finalize(self, start: int) -> None:
@@ -252,6 +259,15 @@ class JobEngine:
         if not interim and self.annotations:
             docs.extend(self._annotations(start))
         for doc in docs:
+            self.emit(doc)
+        if not interim:
+            self.final_buckets += 1
+            if self.final_buckets % self.renormalize_every == 0:
+                self.renormalize()
+
+    def renormalize(self) -> None:
+        """Emit again, same ids, the window's documents whose normalized score has moved."""
+        for doc in self.scorer.renormalize():
             self.emit(doc)
 
     def _model_plot(self, start: int, leaves, interim: bool) -> list[dict]:

@@ -4,11 +4,17 @@ Leaves aggregate into detector nodes and a root (ELASTIC_MODEL §4.2); each infl
 pivot (bucket influencer) and each influencer value an influencer result (§5); every level is
 normalized with its own normalizer (§4.3), and `anomaly_score` is the largest bucket influencer
 score (§4.4). Interim buckets are normalized without updating the normalizers.
+
+Renormalization (ELASTIC_MODEL §4.3): every final document keeps what its score was computed
+from (normalizer, raw score, probability, scope); `renormalize` re-scores the documents of the
+renormalization window against the normalizers as they are now and returns those whose score
+changed, to be emitted again under the same `_id` (the last one wins). `initial_*` scores stay.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from streamad.config.job import Job
 from streamad.engine import ids
@@ -17,6 +23,7 @@ from streamad.scoring.aggregate import DETECTORS, PEOPLE, aggregate
 from streamad.scoring.normalizer import Normalizer
 from streamad.scoring.rawscore import MAX_ANOMALOUS_PROBABILITY, anomaly_score
 
+RENORMALIZE_MIN_CHANGE = 0.5  # a re-scored document is emitted again when it moves by this much
 RECORD_LIMIT = 500  # records per bucket, lowest probability first (Elastic's per-bucket limit default)
 
 
@@ -30,6 +37,9 @@ class JobScorer:
         self.job = job
         self.span = job.bucket_span_s
         self.normalizers: dict[tuple, Normalizer] = {}
+        self.window_s = job.renormalization_window_s
+        # final buckets of the renormalization window: (time, bucket doc, [(doc, field, norm, raw, p, scope)])
+        self.history: deque[tuple[int, dict, list]] = deque()
 
     def _norm(self, *key) -> Normalizer:
         n = self.normalizers.get(key)
@@ -59,17 +69,23 @@ class JobScorer:
             root_p, root_raw = 1.0, 0.0
         touched: list[Normalizer] = []
 
+        provenance: list[tuple] = []  # (kind, norm, raw, p, scope) in scoring order
+
         def normalize(norm: Normalizer, p: float, scope: str) -> tuple[float, float]:
             s = anomaly_score(p) if p < MAX_ANOMALOUS_PROBABILITY else 0.0
-            if update and norm not in touched:
-                touched.append(norm)
-            skip = False
-            if update and not skip:
+            if update:
+                if norm not in touched:
+                    touched.append(norm)
                 norm.update(s, scope)
+            provenance.append((norm, s, p, scope))
             return s, norm.normalize(s, p, scope)
 
         bucket_influencers = []
         root_s, root_norm = normalize(self._norm("root"), root_p, "")
+        root_prov = provenance[-1]
+        infl_prov: dict[str, tuple] = {}
+        value_prov: dict[tuple[str, str], tuple] = {}
+        record_prov: list[tuple] = []
         # influencers: pivot per (field, value) and per field
         infl_nodes: dict[str, dict[str, list[float]]] = {}
         for lf in live:
@@ -86,11 +102,13 @@ class JobScorer:
                 value_ps[value] = p
             field_p, _ = aggregate(list(value_ps.values()), PEOPLE)
             raw, score = normalize(self._norm("inflb", fname), field_p, "")
+            infl_prov[fname] = provenance[-1]
             bucket_influencers.append((fname, raw, score, field_p))
             for value in sorted(value_ps):
                 p = value_ps[value]
                 raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}")
                 if p < MAX_ANOMALOUS_PROBABILITY:
+                    value_prov[(fname, value)] = provenance[-1]
                     influencer_docs.append({
                         "job_id": jid, "result_type": "influencer", "influencer_field_name": fname,
                         "influencer_field_value": value, fname: value, "influencer_score": _r(score_v),
@@ -110,6 +128,7 @@ class JobScorer:
             raw, score = normalize(norm, lf.probability, scope)
             if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
                 records.append(self._record(lf, ts, score, interim))
+                record_prov.append(provenance[-1])
         bucket_time_doc = {
             "job_id": jid, "result_type": "bucket_influencer", "influencer_field_name": "bucket_time",
             "initial_anomaly_score": _r(root_norm), "anomaly_score": _r(root_norm), "raw_anomaly_score": _r(root_s),
@@ -132,7 +151,39 @@ class JobScorer:
         if update:
             for norm in touched:
                 norm.end_bucket()
+            items = []
+            for b in all_binfl:
+                prov = root_prov if b["influencer_field_name"] == "bucket_time" else infl_prov[b["influencer_field_name"]]
+                items.append((b, "anomaly_score", *prov))
+            items.extend((doc, "record_score", *prov) for doc, prov in zip(records, record_prov))
+            items.extend((doc, "influencer_score", *value_prov[(doc["influencer_field_name"],
+                                                               doc["influencer_field_value"])])
+                         for doc in influencer_docs)
+            if items:
+                self.history.append((int(t), bucket, items, records, influencer_docs))
+            while self.history and self.history[0][0] <= int(t) - self.window_s:
+                self.history.popleft()
         return [bucket, *records, *influencer_docs]
+
+    def renormalize(self) -> list[dict]:
+        """Re-score the window's final documents against today's normalizers; the changed ones."""
+        out: list[dict] = []
+        for _t, bucket, items, records, influencer_docs in self.history:
+            changed: set[int] = set()
+            for doc, field, norm, raw, p, scope in items:
+                new = _r(norm.normalize(raw, p, scope))
+                if abs(new - doc[field]) >= RENORMALIZE_MIN_CHANGE:
+                    doc[field] = new
+                    changed.add(id(doc))
+            if not changed:
+                continue
+            binfl = bucket["bucket_influencers"]
+            if any(id(b) in changed for b in binfl):
+                bucket["anomaly_score"] = _r(max(b["anomaly_score"] for b in binfl))
+                out.append(bucket)
+            out.extend(d for d in records if id(d) in changed)
+            out.extend(d for d in influencer_docs if id(d) in changed)
+        return out
 
     def _record(self, lf: Leaf, ts: int, score: float, interim: bool) -> dict:
         jid = self.job.job_id
