@@ -10,6 +10,7 @@ the same events give the same documents, byte for byte.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Callable
 
 from streamad.config.filters import Calendar, Filter
@@ -28,6 +29,14 @@ DeadLetter = Callable[[bytes, str, str], None]
 
 
 RENORMALIZE_EVERY_S = 86400
+
+
+def _no_emit(doc: dict) -> None:
+    raise RuntimeError("restored engine has no emit callback")
+
+
+def _no_dead_letter(raw: bytes, job_id: str, reason: str) -> None:
+    return None
 
 
 def _count_fields(doc: dict) -> int:
@@ -71,6 +80,38 @@ class JobEngine:
         self.final_buckets = 0
         # renormalize about once a day of buckets (Elastic does when it persists quantiles)
         self.renormalize_every = max(1, RENORMALIZE_EVERY_S // self.span)
+
+    # ------------------------------------------------------------------ state
+    # Callbacks and compiled queries are rebuilt from the job on restore, never stored.
+    _TRANSIENT = ("emit", "dead_letter", "query")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._TRANSIENT:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.emit = _no_emit
+        self.dead_letter = _no_dead_letter
+        feed = self.job.datafeed_config
+        self.query = compile_query(feed.query) if feed is not None else None
+
+    def snapshot(self) -> bytes:
+        """The whole engine state (models, normalizers, open buckets, data_counts) as bytes."""
+        return pickle.dumps(self, protocol=5)
+
+    @classmethod
+    def restore(cls, blob: bytes, emit: Emit, dead_letter: DeadLetter | None = None) -> JobEngine:
+        """An engine that continues exactly where `snapshot` was taken."""
+        engine = pickle.loads(blob)
+        if not isinstance(engine, cls):
+            raise ValueError("not a JobEngine snapshot")
+        engine.emit = emit
+        if dead_letter is not None:
+            engine.dead_letter = dead_letter
+        return engine
 
     # ------------------------------------------------------------------ input
     def feed(self, raw: bytes, doc: dict | None, error: str | None = None) -> None:
