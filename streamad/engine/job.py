@@ -113,6 +113,23 @@ class JobEngine:
             engine.dead_letter = dead_letter
         return engine
 
+    def use_datafeed(self, job: Job) -> None:
+        """Take a datafeed (query, aggregations) defined after the job was opened; models stay."""
+        if job.datafeed_config == self.job.datafeed_config:
+            return
+        self.job = job
+        feed = job.datafeed_config
+        self.query = compile_query(feed.query) if feed is not None else None
+        summary = job.analysis_config.summary_count_field_name
+        self.aggregator = (DatafeedAggregator(feed.aggregations, job.data_description.time_field,
+                                              summary or "doc_count")
+                           if feed is not None and feed.aggregations else None)
+
+    def event_time_ms(self, doc: dict) -> int | None:
+        """The event's time in epoch ms as this job reads it, None if it has none."""
+        t = self.time_parser(self.time_getter(doc))
+        return None if t is None else int(round(t * 1000))
+
     # ------------------------------------------------------------------ input
     def feed(self, raw: bytes, doc: dict | None, error: str | None = None) -> None:
         if error is not None or doc is None:

@@ -1,0 +1,435 @@
+"""Elastic's anomaly detection REST API on the worker's web port (ELASTIC_API §3).
+
+Paths, bodies and error JSON are Elasticsearch's, so the seed's curl examples work unchanged.
+Mutations go through the registry topic (config, state) and the work topic (control messages for
+the job's engine); result queries answer from the results index.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from faust.web import View
+
+from streamad.config.errors import ConfigError
+from streamad.config.job import Job, parse_datafeed
+from streamad.runtime import metrics
+from streamad.runtime.results import _bool, _time_ms, query
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, kind: str, reason: str):
+        self.status, self.kind, self.reason = status, kind, reason
+        super().__init__(reason)
+
+    def body(self) -> dict:
+        cause = {"type": self.kind, "reason": self.reason}
+        return {"error": {"root_cause": [cause], **cause}, "status": self.status}
+
+
+def _missing_job(job_id: str) -> ApiError:
+    return ApiError(404, "resource_not_found_exception", f"No known job with id '{job_id}'")
+
+
+def _missing_feed(feed_id: str) -> ApiError:
+    return ApiError(404, "resource_not_found_exception", f"No datafeed with id [{feed_id}] exists")
+
+
+class Api:
+    def __init__(self, worker):
+        self.worker = worker
+        self.registry = worker.registry
+        self.results = worker.results
+
+    # ------------------------------------------------------------------ jobs
+    def _job(self, job_id: str) -> dict:
+        entry = self.registry.jobs.get(job_id)
+        if entry is None:
+            raise _missing_job(job_id)
+        return entry
+
+    async def put_job(self, job_id: str, body: dict) -> dict:
+        if job_id in self.registry.jobs:
+            raise ApiError(400, "resource_already_exists_exception",
+                           f"The job cannot be created with the Id '{job_id}'. The Id is already used.")
+        job = Job.from_dict(body, job_id=job_id)
+        config = job.to_dict()
+        feed = config.pop("datafeed_config", None)
+        await self.registry.put(f"job/{job_id}", {"config": config, "state": "closed"})
+        if feed is not None:
+            await self.registry.put(f"datafeed/{feed['datafeed_id']}", {"config": feed, "state": "stopped"})
+            config["datafeed_config"] = feed
+        return config
+
+    def get_jobs(self, job_id: str | None) -> dict:
+        ids = sorted(self.registry.jobs) if job_id in (None, "_all", "*") else job_id.split(",")
+        jobs = []
+        for jid in ids:
+            entry = self._job(jid)
+            cfg = dict(entry["config"])
+            feed = self.registry.datafeed_for_job(jid)
+            if feed is not None:
+                cfg["datafeed_config"] = feed[1]["config"]
+            jobs.append(cfg)
+        return {"count": len(jobs), "jobs": jobs}
+
+    def _job_with_feed(self, job_id: str) -> dict:
+        cfg = dict(self._job(job_id)["config"])
+        feed = self.registry.datafeed_for_job(job_id)
+        if feed is not None:
+            cfg["datafeed_config"] = feed[1]["config"]
+        return cfg
+
+    async def open_job(self, job_id: str) -> dict:
+        entry = self._job(job_id)
+        await self.worker.send_control(job_id, "open", job=self._job_with_feed(job_id))
+        if entry["state"] != "opened":
+            await self.registry.put(f"job/{job_id}", {**entry, "state": "opened", "open_time": int(time.time() * 1000)})
+        return {"opened": True, "node": self.worker.settings.app_id}
+
+    async def close_job(self, job_id: str) -> dict:
+        entry = self._job(job_id)
+        feed = self.registry.datafeed_for_job(job_id)
+        if feed is not None and feed[1]["state"] == "started":
+            await self.registry.put(f"datafeed/{feed[0]}", {**feed[1], "state": "stopped"})
+        if entry["state"] == "opened":
+            await self.worker.send_control(job_id, "close")
+            await self.registry.put(f"job/{job_id}", {**entry, "state": "closed"})
+        return {"closed": True}
+
+    async def delete_job(self, job_id: str, force: bool) -> dict:
+        entry = self._job(job_id)
+        if entry["state"] == "opened" and not force:
+            raise ApiError(409, "status_exception",
+                           f"Cannot delete job [{job_id}] because the job is opened")
+        feed = self.registry.datafeed_for_job(job_id)
+        if feed is not None:
+            await self.registry.put(f"datafeed/{feed[0]}", None)
+        await self.worker.send_control(job_id, "delete")
+        await self.registry.put(f"job/{job_id}", None)
+        self.results.drop(job_id)
+        return {"acknowledged": True}
+
+    def _opened(self, job_id: str) -> dict:
+        entry = self._job(job_id)
+        if entry["state"] != "opened":
+            raise ApiError(409, "status_exception", f"job [{job_id}] state is [{entry['state']}]; it must be opened")
+        return entry
+
+    async def flush(self, job_id: str, params: dict) -> dict:
+        self._opened(job_id)
+        fields = {"calc_interim": _bool(params.get("calc_interim", False))}
+        for name in ("advance_time", "skip_time"):
+            if params.get(name) not in (None, ""):
+                fields[name] = _time_ms(params[name]) / 1000.0
+        await self.worker.send_control(job_id, "flush", **fields)
+        return {"flushed": True}
+
+    async def post_data(self, job_id: str, body: bytes) -> dict:
+        self._opened(job_id)
+        raws = [line for line in body.split(b"\n") if line.strip()]
+        await self.worker.send_data(job_id, raws)
+        counts = self.results.get(job_id, f"{job_id}_data_counts") or {"job_id": job_id}
+        return {**{k: v for k, v in counts.items() if k != "_id"}, "streamad_accepted_record_count": len(raws)}
+
+    def stats(self, job_id: str | None) -> dict:
+        ids = sorted(self.registry.jobs) if job_id in (None, "_all", "*") else job_id.split(",")
+        out = []
+        for jid in ids:
+            entry = self._job(jid)
+            counts = self.results.get(jid, f"{jid}_data_counts") or _zero_counts(jid)
+            size = self.results.get(jid, f"{jid}_model_size_stats") or {
+                "job_id": jid, "result_type": "model_size_stats", "model_bytes": 0, "memory_status": "ok"}
+            item = {"job_id": jid, "data_counts": _public(counts), "model_size_stats": _public(size),
+                    "forecasts_stats": {"total": 0, "forecasted_jobs": 0}, "state": entry["state"]}
+            if entry["state"] == "opened":
+                item["node"] = {"name": self.worker.settings.app_id}
+                item["open_time"] = f"{max(int(time.time() - entry.get('open_time', 0) / 1000), 0)}s"
+            out.append(item)
+        return {"count": len(out), "jobs": out}
+
+    def results_of(self, job_id: str, kind: str, params: dict) -> dict:
+        self._job(job_id)
+        rtype, field, sort, key = {
+            "buckets": ("bucket", "anomaly_score", "timestamp", "buckets"),
+            "records": ("record", "record_score", "record_score", "records"),
+            "influencers": ("influencer", "influencer_score", "influencer_score", "influencers"),
+        }[kind]
+        count, docs = query(self.results.of_type(job_id, rtype), params, field, sort)
+        return {"count": count, key: docs}
+
+    # ------------------------------------------------------------------ datafeeds
+    async def put_datafeed(self, feed_id: str, body: dict) -> dict:
+        if feed_id in self.registry.datafeeds:
+            raise ApiError(400, "resource_already_exists_exception", f"A datafeed with id [{feed_id}] already exists")
+        job_id = body.get("job_id")
+        if not isinstance(job_id, str):
+            raise ConfigError("job_id", "job_id_required", "a datafeed needs a job_id")
+        if self.registry.datafeed_for_job(job_id) is not None:
+            raise ApiError(409, "status_exception", f"A datafeed already exists for job [{job_id}]")
+        entry = self._job(job_id)
+        job = Job.from_dict(entry["config"])
+        feed = parse_datafeed({**body, "datafeed_id": feed_id}, job_id, job.bucket_span_s).to_dict()
+        await self.registry.put(f"datafeed/{feed_id}", {"config": feed, "state": "stopped"})
+        return feed
+
+    def _feed(self, feed_id: str) -> dict:
+        feed = self.registry.datafeeds.get(feed_id)
+        if feed is None:
+            raise _missing_feed(feed_id)
+        return feed
+
+    def get_datafeeds(self, feed_id: str | None) -> dict:
+        ids = sorted(self.registry.datafeeds) if feed_id in (None, "_all", "*") else feed_id.split(",")
+        feeds = [self._feed(f)["config"] for f in ids]
+        return {"count": len(feeds), "datafeeds": feeds}
+
+    async def delete_datafeed(self, feed_id: str, force: bool) -> dict:
+        feed = self._feed(feed_id)
+        if feed["state"] == "started" and not force:
+            raise ApiError(409, "status_exception", f"Cannot delete datafeed [{feed_id}] while its status is started")
+        await self.registry.put(f"datafeed/{feed_id}", None)
+        return {"acknowledged": True}
+
+    async def start_datafeed(self, feed_id: str, params: dict) -> dict:
+        feed = self._feed(feed_id)
+        job_id = feed["config"]["job_id"]
+        self._opened(job_id)
+        start = _time_ms(params.get("start")) if params.get("start") not in (None, "") else None
+        end = _time_ms(params.get("end")) if params.get("end") not in (None, "") else None
+        if start is not None and end is not None and end <= start:
+            raise ApiError(400, "illegal_argument_exception", f"[end] must be after [start]")  # noqa: F541
+        await self.worker.send_control(job_id, "datafeed", start=start, end=end, job=self._job_with_feed(job_id))
+        await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "started", "start": start, "end": end})
+        return {"started": True, "node": [self.worker.settings.app_id]}
+
+    async def stop_datafeed(self, feed_id: str) -> dict:
+        feed = self._feed(feed_id)
+        if feed["state"] == "started":
+            await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "stopped"})
+        return {"stopped": True}
+
+    async def ensure_running(self, body: dict, name: str) -> None:
+        """Jobs-dir start-up: create the job if new, open it, start its datafeed (idempotent)."""
+        job_id = body.get("job_id") or name
+        if job_id not in self.registry.jobs:
+            await self.put_job(job_id, body)
+        if self.registry.jobs[job_id]["state"] != "opened":
+            await self.open_job(job_id)
+        feed = self.registry.datafeed_for_job(job_id)
+        if feed is not None and feed[1]["state"] != "started":
+            await self.start_datafeed(feed[0], {})
+
+    def info(self) -> dict:
+        return {"defaults": {"anomaly_detectors": {"categorization_analyzer": {"tokenizer": "ml_standard"},
+                                                   "categorization_examples_limit": 4,
+                                                   "model_memory_limit": "1024mb",
+                                                   "model_snapshot_retention_days": 10,
+                                                   "daily_model_snapshot_retention_after_days": 1},
+                             "datafeeds": {"scroll_size": 1000}},
+                "limits": {"total_ml_memory": "0b"}, "upgrade_mode": False,
+                "native_code": {"build_hash": "streamad", "version": _version()}}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("streamad")
+    except Exception:  # noqa: BLE001
+        return "0"
+
+
+def _zero_counts(job_id: str) -> dict:
+    from streamad.ingest.counts import DataCounts
+
+    return DataCounts().to_dict(job_id)
+
+
+def _public(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "_id"}
+
+
+async def _params(request) -> dict:
+    params: dict = dict(request.query)
+    if request.can_read_body:
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, "parse_exception", f"request body is not JSON: {exc}") from None
+            if isinstance(body, dict):
+                params.update(body)
+    return params
+
+
+async def _body(request) -> dict:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "parse_exception", f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "parse_exception", "request body must be a JSON object")
+    return body
+
+
+def install(worker) -> None:
+    """Register the REST views, health probes and /metrics on the worker's Faust web server."""
+    app = worker.app
+    api = Api(worker)
+
+    def respond(view: View, fn):
+        async def run():
+            try:
+                result = await fn()
+                return view.bytes(orjson.dumps(result), content_type=JSON, status=200)
+            except ConfigError as exc:
+                return view.bytes(orjson.dumps(exc.to_elastic()), content_type=JSON, status=400)
+            except ApiError as exc:
+                return view.bytes(orjson.dumps(exc.body()), content_type=JSON, status=exc.status)
+            except ValueError as exc:
+                err = ApiError(400, "illegal_argument_exception", str(exc))
+                return view.bytes(orjson.dumps(err.body()), content_type=JSON, status=400)
+        return run()
+
+    async def _sync(value):
+        return value
+
+    @app.page("/_ml/info")
+    class Info(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(api.info()))
+
+    @app.page("/_ml/anomaly_detectors/_stats")
+    class AllStats(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(api.stats(None)))
+
+    @app.page("/_ml/anomaly_detectors")
+    class Jobs(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(api.get_jobs(None)))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}")
+    class JobView(View):
+        async def get(self, request, job_id):
+            return await respond(self, lambda: _sync(api.get_jobs(job_id)))
+
+        async def put(self, request, job_id):
+            async def go():
+                return await api.put_job(job_id, await _body(request))
+            return await respond(self, go)
+
+        async def delete(self, request, job_id):
+            return await respond(self, lambda: api.delete_job(job_id, _bool(request.query.get("force", False))))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_open")
+    class OpenJob(View):
+        async def post(self, request, job_id):
+            return await respond(self, lambda: api.open_job(job_id))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_close")
+    class CloseJob(View):
+        async def post(self, request, job_id):
+            return await respond(self, lambda: api.close_job(job_id))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_flush")
+    class FlushJob(View):
+        async def post(self, request, job_id):
+            async def go():
+                return await api.flush(job_id, await _params(request))
+            return await respond(self, go)
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_data")
+    class PostData(View):
+        async def post(self, request, job_id):
+            async def go():
+                return await api.post_data(job_id, await request.read())
+            return await respond(self, go)
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_stats")
+    class JobStats(View):
+        async def get(self, request, job_id):
+            return await respond(self, lambda: _sync(api.stats(job_id)))
+
+    for kind in ("buckets", "records", "influencers"):
+        def make(kind=kind):
+            class Results(View):
+                async def get(self, request, job_id):
+                    async def go():
+                        return api.results_of(job_id, kind, await _params(request))
+                    return await respond(self, go)
+
+                async def post(self, request, job_id):
+                    return await self.get(request, job_id)
+            Results.__name__ = f"Results_{kind}"
+            return Results
+        app.page(f"/_ml/anomaly_detectors/{{job_id}}/results/{kind}", name=f"results_{kind}")(make())
+
+    @app.page("/_ml/datafeeds")
+    class Feeds(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(api.get_datafeeds(None)))
+
+    @app.page("/_ml/datafeeds/{datafeed_id}")
+    class FeedView(View):
+        async def get(self, request, datafeed_id):
+            return await respond(self, lambda: _sync(api.get_datafeeds(datafeed_id)))
+
+        async def put(self, request, datafeed_id):
+            async def go():
+                return await api.put_datafeed(datafeed_id, await _body(request))
+            return await respond(self, go)
+
+        async def delete(self, request, datafeed_id):
+            return await respond(self, lambda: api.delete_datafeed(datafeed_id,
+                                                                  _bool(request.query.get("force", False))))
+
+    @app.page("/_ml/datafeeds/{datafeed_id}/_start")
+    class StartFeed(View):
+        async def post(self, request, datafeed_id):
+            async def go():
+                return await api.start_datafeed(datafeed_id, await _params(request))
+            return await respond(self, go)
+
+    @app.page("/_ml/datafeeds/{datafeed_id}/_stop")
+    class StopFeed(View):
+        async def post(self, request, datafeed_id):
+            return await respond(self, lambda: api.stop_datafeed(datafeed_id))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request):
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            metrics.JOBS_OPEN.set(sum(1 for s in worker.processor.slots.values() if s.engine is not None and not s.closed))
+            return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/debug/tasks")
+    class Tasks(View):
+        """Stacks of every asyncio task (diagnosing a stalled worker)."""
+
+        async def get(self, request):
+            import asyncio
+            import io
+
+            buf = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(limit=8, file=buf)
+            return self.bytes(buf.getvalue().encode(), content_type="text/plain")
+
+    @app.page("/healthz/live")
+    class Live(View):
+        async def get(self, request):
+            return self.bytes(b'{"live":true}', content_type=JSON)
+
+    @app.page("/healthz/ready")
+    class Ready(View):
+        async def get(self, request):
+            ok = worker.registry.ready.is_set() and worker.ready and not app.rebalancing
+            return self.bytes(orjson.dumps({"ready": ok}), content_type=JSON, status=200 if ok else 503)

@@ -1,0 +1,347 @@
+"""The Faust worker: a router agent, a detector agent, the engine-state table and the timers.
+
+    input topics --router--> streamad-work (key job_id) --detector--> results / annotations / dead-letter
+                                                              \\--> table "engines" (RocksDB, changelog)
+
+The router forwards each event of a started datafeed's topics to the work topic, keyed by job id,
+with its source position so that a re-forwarded event (router replay) is applied once. The REST
+API writes control messages (open, flush, close, ...) to the same topic, so each job's engine is a
+function of one ordered log. The detector agent does not ack events until a snapshot of the
+engine that covers them is in the table: Kafka's committed offset never passes the table's state,
+and a replay skips what the snapshot already holds (see `processor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import re
+import time
+
+import faust
+import orjson
+
+from streamad.runtime import envelope, metrics
+from streamad.runtime.processor import JobProcessor, Output
+from streamad.runtime.registry import Registry
+from streamad.runtime.results import ResultsIndex
+from streamad.runtime.settings import Settings
+
+log = logging.getLogger("streamad.worker")
+
+
+class Worker:
+    """Everything a worker process holds, wired into one Faust app."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.registry = Registry(settings)
+        self.results = ResultsIndex(settings)
+        self.processor = JobProcessor(self._on_event)
+        self.pending: dict[str, list] = {}  # job_id -> unacked events covered by no snapshot yet
+        self.inflight: dict[str, list] = {}  # job_id -> result sends not yet known delivered
+        self.ready = False
+        self.registry.listeners.append(self._on_registry)
+        self._rewind_lock = asyncio.Lock()
+        self.rewinding: set[str] = set()
+        self.app = self._make_app()
+        from streamad.runtime.api import install
+
+        install(self)
+
+    # ------------------------------------------------------------------ app
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        credentials = None
+        if s.sasl_mechanism:
+            credentials = faust.SASLCredentials(username=s.sasl_username, password=s.sasl_password,
+                                                mechanism=s.sasl_mechanism,
+                                                ssl_context=s.client_kwargs().get("ssl_context"))
+        elif s.security_protocol == "SSL":
+            credentials = s.client_kwargs()["ssl_context"]
+        extra = {}
+        if s.static_member_id:
+            extra["consumer_group_instance_id"] = s.static_member_id
+        app = faust.App(
+            s.app_id, broker=s.broker, broker_credentials=credentials, store="rocksdb://",
+            datadir=s.data_dir, web_port=s.web_port, web_bind=s.web_host, web_enabled=True,
+            topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
+            producer_max_request_size=4 * 1024 * 1024, consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False, topic_allow_declare=True, **extra,
+        )
+        self.work_topic = app.topic(s.work_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                    key_serializer="raw", partitions=s.partitions, internal=True)
+        self.results_topic = app.topic(s.results_topic, key_serializer="raw", value_serializer="raw")
+        self.annotations_topic = app.topic(s.annotations_topic, key_serializer="raw", value_serializer="raw")
+        self.dead_topic = app.topic(s.dead_letter_topic, key_serializer="raw", value_serializer="raw")
+        names = [t.strip() for t in s.input_topics.split(",") if t.strip()] or ["streamad-events"]
+        self.input_topics = app.topic(*names, key_serializer="raw", value_serializer="raw")
+        self.table = app.Table("engines", key_type=str, value_type=bytes,
+                               partitions=s.partitions,
+                               extra_topic_configs={"max.message.bytes": str(8 * 1024 * 1024)})
+        self.topics = {"results": self.results_topic, "annotations": self.annotations_topic,
+                       "dead_letter": self.dead_topic}
+
+        app.service(_Lifecycle(self))
+        app.agent(self.input_topics, name="router")(self._route)
+        app.agent(self.work_topic, name="detector")(self._detect)
+        app.timer(interval=max(s.snapshot_seconds / 2, 0.5))(self._tick)
+        app.timer(interval=5.0)(self._lag)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        return app
+
+    # ------------------------------------------------------------------ router
+    async def _route(self, stream) -> None:
+        async for event in stream.events():
+            msg = event.message
+            jobs = self.jobs_reading(msg.topic)
+            if not jobs:
+                continue
+            raw = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+            head = orjson.dumps({"t": msg.topic, "p": msg.partition, "o": msg.offset})
+            for job_id in jobs:
+                await self.work_topic.send(key=job_id.encode(), value=envelope.sourced(head, raw))
+
+    def jobs_reading(self, topic: str) -> list[str]:
+        out = []
+        for feed in self.registry.datafeeds.values():
+            if feed.get("state") != "started":
+                continue
+            job = self.registry.jobs.get(feed["config"]["job_id"])
+            if job is None or job.get("state") != "opened" or feed["config"]["job_id"] in self.rewinding:
+                continue
+            if any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", [])):
+                out.append(feed["config"]["job_id"])
+        return sorted(set(out))
+
+    def _on_registry(self, kind: str, ident: str) -> None:
+        if kind == "datafeed":
+            feed = self.registry.datafeeds.get(ident)
+            if feed is not None and feed.get("state") == "started":
+                # no live forwarding to this job until its topics are rewound: an event forwarded
+                # now would move the job's source position past the events before it
+                self.rewinding.add(feed["config"]["job_id"])
+                asyncio.ensure_future(self._rewind(feed))
+
+    async def _rewind(self, feed: dict) -> None:
+        """A datafeed (re)started: read its topics again from its start time (or the beginning).
+
+        Other jobs on the same topics see those events again and skip them by source position.
+        Done as Faust does on a rebalance: stop the flow, drop the agents' buffered messages,
+        seek every partition to its committed offset (the work topic replays what was buffered;
+        the processor skips what it applied), seek the datafeed's partitions to the start, resume.
+        """
+        try:
+            await self._rewind_locked(feed)
+        finally:
+            self.rewinding.discard(feed["config"]["job_id"])
+
+    async def _rewind_locked(self, feed: dict) -> None:
+        async with self._rewind_lock:
+            patterns = feed["config"].get("indices", [])
+            consumer = self.app.consumer
+            assignment = consumer.assignment()
+            tps = [tp for tp in assignment if tp.topic != self.settings.work_topic
+                   and any(fnmatch.fnmatchcase(tp.topic, p) for p in patterns)]
+            if not tps:
+                return
+            targets = await self._start_offsets(tps, feed.get("start"))
+            consumer.stop_flow()
+            self.app.flow_control.suspend()
+            consumer.pause_partitions(assignment)
+            self.app.flow_control.clear()
+            try:
+                await consumer.wait_for_stopped_flow()
+                await consumer.perform_seek()
+                for tp in tps:
+                    offset = targets[tp]
+                    await consumer.seek(tp, offset)
+                    # Faust skips offsets <= its read offset: make the target itself readable again
+                    consumer._read_offset[tp] = offset - 1 if offset > 0 else None  # noqa: SLF001
+            finally:
+                consumer.resume_partitions(assignment)
+                self.app.flow_control.resume()
+                consumer.resume_flow()
+            log.info("datafeed %s: router rewound to %s", feed["config"].get("datafeed_id"),
+                     {f"{tp.topic}:{tp.partition}": o for tp, o in targets.items()})
+
+    async def _start_offsets(self, tps, start_ms) -> dict:
+        """Per partition: the first offset at or after start_ms (the beginning when None)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        client = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                                  **self.settings.client_kwargs())
+        await client.start()
+        try:
+            plain = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
+            if start_ms is None:
+                found = await client.beginning_offsets(list(plain.values()))
+                return {tp: found[p] for tp, p in plain.items()}
+            hits = await client.offsets_for_times({p: int(start_ms) for p in plain.values()})
+            ends = await client.end_offsets(list(plain.values()))
+            return {tp: hits[p].offset if hits.get(p) is not None else ends[p] for tp, p in plain.items()}
+        finally:
+            await client.stop()
+
+    # ------------------------------------------------------------------ detector
+    async def _detect(self, stream) -> None:
+        async for event in stream.noack().events():
+            job_id = (event.key or b"").decode("utf-8", "replace")
+            msg = event.message
+            slot = self.processor.slots.get(job_id)
+            if slot is None:
+                slot = self.processor.load(job_id, self._table_get)
+            started = time.perf_counter()
+            outputs = self.processor.apply(job_id, msg.offset, msg.value)
+            if outputs is None:  # already applied before a restart or rebalance
+                event.ack()
+                continue
+            self.pending.setdefault(job_id, []).append(event)
+            await self._publish(job_id, outputs, time.perf_counter() - started)
+            slot = self.processor.slots[job_id]
+            control = msg.value[:1] == envelope.CONTROL
+            if (control or slot.dirty >= self.settings.snapshot_events
+                    or time.monotonic() - slot.last_snapshot >= self.settings.snapshot_seconds):
+                await self._snapshot(job_id)
+
+    async def _publish(self, job_id: str, outputs: list[Output], seconds: float) -> None:
+        final_buckets = 0
+        inflight = self.inflight.setdefault(job_id, [])
+        for out in outputs:
+            inflight.append(await self.topics[out.topic].send(key=out.key.encode(), value=out.value))
+            doc = out.doc
+            if doc is None:
+                continue
+            rtype = doc.get("result_type", "")
+            if rtype in ("bucket", "record", "influencer", "model_plot", "annotation"):
+                metrics.RESULTS_EMITTED.labels(job_id, rtype).inc()
+            if rtype == "bucket" and not doc.get("is_interim"):
+                final_buckets += 1
+            if rtype == "record" and not doc.get("is_interim") and doc.get("record_score") == doc.get(
+                    "initial_record_score"):
+                from streamad.demo.table import severity
+
+                metrics.ANOMALIES.labels(job_id, severity(doc["record_score"])).inc()
+            if rtype == "model_size_stats":
+                metrics.MODEL_BYTES.labels(job_id).set(doc["model_bytes"])
+                metrics.set_memory_status(job_id, doc["memory_status"])
+                metrics.SERIES_MODELLED.labels(job_id).set(
+                    doc["total_by_field_count"] + doc["total_over_field_count"] + doc["total_partition_field_count"])
+        for _ in range(final_buckets):
+            metrics.BUCKET_FINALIZATION.labels(job_id).observe(seconds / final_buckets)
+
+    async def _snapshot(self, job_id: str) -> None:
+        # results first: a snapshot must never cover documents that were not delivered
+        sent = self.inflight.pop(job_id, [])
+        if sent:
+            await asyncio.gather(*sent)
+        writes = self.processor.snapshot_chunks(job_id)
+        old = self._table_get(job_id)
+        old_chunks = orjson.loads(old)["chunks"] if old else 0
+        size = 0
+        for key, value in writes:
+            self.table[key] = value
+            size += len(value or b"")
+        new_chunks = len(writes) - 1
+        for i in range(new_chunks, old_chunks):
+            self.table.pop(f"{job_id}\x00{i}", None)
+        metrics.SNAPSHOT_BYTES.labels(job_id).set(size)
+        slot = self.processor.slots[job_id]
+        if slot.engine is not None:
+            for out in self.processor.stats_outputs(job_id):
+                await self._publish(job_id, [out], 0.0)
+        for ev in self.pending.pop(job_id, []):
+            ev.ack()
+
+    def _table_get(self, key: str) -> bytes | None:
+        return self.table.get(key)
+
+    async def _tick(self) -> None:
+        """Ask idle jobs with unsnapshotted work for a snapshot (tables are written from the agent)."""
+        now = time.monotonic()
+        for job_id, slot in list(self.processor.slots.items()):
+            if slot.dirty and now - slot.last_snapshot >= self.settings.snapshot_seconds:
+                slot.last_snapshot = now  # one tick per interval
+                await self.work_topic.send(key=job_id.encode(), value=envelope.control("tick"))
+
+    async def _lag(self) -> None:
+        consumer = self.app.consumer
+        lags: dict[str, int] = {}
+        for tp in consumer.assignment():
+            try:
+                pos = await consumer.position(tp)
+                hw = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - a partition in flux has no lag to report
+                continue
+            if pos is not None and hw is not None:
+                lags[tp.topic] = lags.get(tp.topic, 0) + max(hw - pos, 0)
+        for topic, lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic).set(lag)
+
+    async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        self.processor.forget()
+        self.pending.clear()
+        self.inflight.clear()
+        self.ready = False
+
+    async def _on_assigned(self, sender, assigned, **kwargs) -> None:
+        self.processor.forget()
+        self.pending.clear()
+        self.inflight.clear()
+        self.ready = True
+
+    def _on_event(self, kind: str, job_id: str, info: dict | None) -> None:
+        if kind == "consumed":
+            metrics.EVENTS_CONSUMED.labels(job_id).inc()
+        elif kind == "processed":
+            metrics.EVENTS_PROCESSED.labels(job_id).inc()
+        elif kind == "rejected":
+            metrics.EVENTS_REJECTED.labels(job_id, info["reason"]).inc()
+
+    # ------------------------------------------------------------------ control
+    async def send_control(self, job_id: str, kind: str, **fields) -> None:
+        """Append a control message to the job's work log and wait until Kafka has it."""
+        await (await self.work_topic.send(key=job_id.encode(), value=envelope.control(kind, **fields)))
+
+    async def send_data(self, job_id: str, raws: list[bytes]) -> None:
+        futures = [await self.work_topic.send(key=job_id.encode(), value=envelope.data(raw)) for raw in raws]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class _Lifecycle(faust.Service):
+    """Starts the registry and the results index with the app; loads jobs from STREAMAD_JOBS_DIR."""
+
+    def __init__(self, worker: Worker, **kwargs):
+        self.worker = worker
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        await self.worker.registry.start()
+        await self.worker.results.start()
+
+    async def on_started(self) -> None:
+        jobs_dir = self.worker.settings.jobs_dir
+        if jobs_dir:
+            self.add_future(self._load_jobs(jobs_dir))
+
+    async def _load_jobs(self, jobs_dir: str) -> None:
+        from streamad.runtime.api import Api
+
+        api = Api(self.worker)
+        for name in sorted(os.listdir(jobs_dir)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(jobs_dir, name), "rb") as f:
+                    body = orjson.loads(f.read())
+                await api.ensure_running(body, re.sub(r"\.json$", "", name))
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops the worker
+                log.error("jobs dir: %s: %s", name, exc)
+
+    async def on_stop(self) -> None:
+        await self.worker.results.stop()
+        await self.worker.registry.stop()

@@ -1,0 +1,105 @@
+"""The results index: every result document of the output topics, last one per `_id` wins.
+
+Each worker follows the results and annotations topics from the beginning so that the REST result
+APIs answer from any worker, as Elasticsearch answers from its results index. It holds documents
+in memory: fine for the retention a stream worker needs to serve; large deployments index the
+topic into Elasticsearch and query there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from streamad.runtime.settings import Settings
+
+
+class ResultsIndex:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.docs: dict[str, dict[str, dict]] = {}  # job_id -> _id -> doc
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                                          auto_offset_reset="earliest", **s.client_kwargs())
+        await self._consumer.start()
+        tps = []
+        for topic in (s.results_topic, s.annotations_topic):
+            parts = self._consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await self._consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = self._consumer.partitions_for_topic(topic) or set()
+            from aiokafka import TopicPartition
+
+            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for _tp, messages in batches.items():
+                for m in messages:
+                    doc = orjson.loads(m.value)
+                    self.docs.setdefault(doc.get("job_id", ""), {})[doc.get("_id", "")] = doc
+
+    def drop(self, job_id: str) -> None:
+        self.docs.pop(job_id, None)
+
+    def of_type(self, job_id: str, result_type: str) -> list[dict]:
+        return [d for d in self.docs.get(job_id, {}).values() if d.get("result_type") == result_type]
+
+    def get(self, job_id: str, doc_id: str) -> dict | None:
+        return self.docs.get(job_id, {}).get(doc_id)
+
+
+def query(docs: list[dict], params: dict, score_field: str, default_sort: str) -> tuple[int, list[dict]]:
+    """Elastic's result query parameters: score threshold, start/end, exclude_interim, sort, desc, page."""
+    threshold = float(params.get(score_field, 0.0) or 0.0)
+    start = _time_ms(params.get("start"))
+    end = _time_ms(params.get("end"))
+    exclude_interim = _bool(params.get("exclude_interim", False))
+    out = [d for d in docs if d.get(score_field, 0.0) >= threshold
+           and (start is None or d["timestamp"] >= start) and (end is None or d["timestamp"] < end)
+           and not (exclude_interim and d.get("is_interim"))]
+    sort = params.get("sort") or default_sort
+    desc = _bool(params.get("desc", False))
+    out.sort(key=lambda d: (d.get(sort, 0), d["timestamp"], d.get("_id", "")), reverse=desc)
+    page = params.get("page") or {}
+    frm = int(page.get("from", params.get("from", 0)))
+    size = int(page.get("size", params.get("size", 100)))
+    return len(out), [{k: v for k, v in d.items() if k != "_id"} for d in out[frm:frm + size]]
+
+
+def _bool(v) -> bool:
+    return v is True or (isinstance(v, str) and v.lower() == "true")
+
+
+def _time_ms(v) -> int | None:
+    if v is None or v == "" or v == -1 or v == "-1":
+        return None
+    if isinstance(v, int | float):
+        return int(v if v >= 1e10 else v * 1000)
+    text = str(v)
+    if text.lstrip("-").isdigit():
+        n = int(text)
+        return n if len(text) >= 10 and n >= 1e10 else n * 1000 if len(text) < 10 else n
+    from streamad.ingest.timeparse import parse_iso8601
+
+    t = parse_iso8601(text)
+    if t is None:
+        raise ValueError(f"cannot parse time {v!r}")
+    return int(round(t * 1000))
