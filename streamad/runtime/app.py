@@ -69,7 +69,8 @@ class Worker:
             datadir=s.data_dir, web_port=s.web_port, web_bind=s.web_host, web_enabled=True,
             topic_partitions=s.partitions, topic_replication_factor=1, table_standby_replicas=0,
             producer_max_request_size=4 * 1024 * 1024, consumer_auto_offset_reset="earliest",
-            stream_wait_empty=False, topic_allow_declare=True, **extra,
+            stream_wait_empty=False, topic_allow_declare=True, broker_session_timeout=s.session_timeout,
+            broker_heartbeat_interval=min(3.0, s.session_timeout / 5), **extra,
         )
         self.work_topic = app.topic(s.work_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
                                     key_serializer="raw", partitions=s.partitions, internal=True)

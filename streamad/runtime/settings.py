@@ -32,7 +32,8 @@ class Settings:
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_cafile: str = ""
-    static_member_id: str = ""
+    static_member_id: str = ""  # Kafka static membership (a restart keeps its partitions)
+    session_timeout: float = 30.0  # seconds before a silent worker's partitions move
 
     @property
     def bootstrap(self) -> str:

@@ -40,8 +40,9 @@ def worker_env(bootstrap: str, run: str, **extra) -> dict:
 
 
 class WorkerProc:
-    def __init__(self, env: dict, datadir: Path, log: Path):
-        self.port = free_port()
+    def __init__(self, env: dict, datadir: Path, log: Path, port: int | None = None):
+        # a restarted static member must keep its URL (Faust's assignor checks it)
+        self.port = port or free_port()
         self.env = dict(env, STREAMAD_WEB_PORT=str(self.port), STREAMAD_DATA_DIR=str(datadir))
         self.log = log
         self.proc: subprocess.Popen | None = None
