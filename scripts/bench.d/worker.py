@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -37,9 +36,8 @@ import common  # noqa: E402
 import orjson  # noqa: E402
 
 sys.path.insert(0, os.path.join(common.ROOT, "tests", "worker"))
-from harness import WorkerProc, http, produce, worker_env  # noqa: E402
-
 from aiokafka.partitioner import murmur2  # noqa: E402
+from harness import WorkerProc, http, produce, worker_env  # noqa: E402
 
 WORK_PARTITIONS = 4
 
@@ -80,8 +78,8 @@ def bare_consume(topic: str, n: int) -> dict:
 
 # ---------------------------------------------------------------------- worker helpers
 def start_workers(run: str, topics: list[str], out: str, count: int, **extra) -> list[WorkerProc]:
-    env = worker_env(bootstrap(), run, STREAMAD_INPUT_TOPICS=",".join(topics),
-                     STREAMAD_PARTITIONS=str(WORK_PARTITIONS), **extra)
+    extra = {"STREAMAD_PARTITIONS": str(WORK_PARTITIONS), **extra}
+    env = worker_env(bootstrap(), run, STREAMAD_INPUT_TOPICS=",".join(topics), **extra)
     procs = []
     for k in range(count):
         w = WorkerProc(env, os.path.join(out, f"data-{run}-{k}"), _path(out, f"worker-{run}-{k}.log"))
@@ -124,11 +122,47 @@ def put_open(url: str, bodies: dict[str, dict]) -> None:
             raise RuntimeError(f"open {name}: {status} {resp}")
 
 
-def start_feeds(url: str, names) -> None:
+def start_feeds(url: str, names, end_ms: int) -> None:
+    """Start each datafeed as a lookback over [beginning, end_ms), as tests/worker/test_worker.py does
+    (without `end` a datafeed is real-time: once caught up the worker also flushes with advance_time =
+    now - query_delay, which on these 2023 event times would close every bucket up to today)."""
     for name in names:
-        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start")
+        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start?end={end_ms}")
         if status != 200 or not resp.get("started"):
             raise RuntimeError(f"start datafeed-{name}: {status} {resp}")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process (0 when unknown)."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def broker_pid() -> int | None:
+    port = os.environ.get("STREAMAD_KAFKA_PORT", "9092")
+    try:
+        with open(os.path.join(common.ROOT, ".kafka", f"run-{port}", "kafka.pid")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def consumed(urls: list[str], names) -> dict[str, int]:
+    """Events each job has applied, from the workers' live /metrics (summed over workers)."""
+    out = {name: 0 for name in names}
+    for url in urls:
+        for key, value in scrape(url).items():
+            if key.startswith("streamad_events_consumed_total{"):
+                job = key.split('job_id="', 1)[1].split('"', 1)[0]
+                if job in out:
+                    out[job] += int(value)
+    return out
 
 
 def input_counts(url: str, names) -> dict[str, int]:
@@ -139,13 +173,40 @@ def input_counts(url: str, names) -> dict[str, int]:
     return out
 
 
-def wait_counts(url: str, names, n: int, timeout: float, poll: float = 0.2) -> float:
+STALL_S = 60.0
+
+
+class Stalled(RuntimeError):
+    """No job applied a single event for STALL_S seconds (a hung worker)."""
+
+
+def wait_counts(urls: list[str], names, n: int, timeout: float, poll: float = 0.25,
+                timeline: list | None = None, stats: bool = True) -> tuple[float, float | None]:
+    """(when every job had applied n events per the live /metrics, when `_stats` said so too).
+
+    `timeline` gets (perf_counter, fewest events applied by any job) at every poll."""
     deadline = time.monotonic() + timeout
-    last = {}
+    last: dict = {}
+    t_metrics = None
+    progress, moved = -1, time.monotonic()
     while time.monotonic() < deadline:
-        last = input_counts(url, names)
-        if all(v >= n for v in last.values()):
-            return time.perf_counter()
+        if t_metrics is None:
+            last = consumed(urls, names)
+            if timeline is not None:
+                timeline.append((time.perf_counter(), min(last.values())))
+            total = sum(last.values())
+            if total != progress:
+                progress, moved = total, time.monotonic()
+            elif time.monotonic() - moved > STALL_S:
+                raise Stalled(f"no event applied for {STALL_S:.0f}s; applied so far {last} of {n} each")
+            if all(v >= n for v in last.values()):
+                t_metrics = time.perf_counter()
+                if not stats:
+                    return t_metrics, None
+        if t_metrics is not None:
+            last = input_counts(urls[0], names)
+            if all(v >= n for v in last.values()):
+                return t_metrics, time.perf_counter()
         time.sleep(poll)
     raise TimeoutError(f"jobs did not read {n} events in {timeout}s: {last}")
 
@@ -170,27 +231,36 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def run_jobs(url: str, bodies: dict[str, dict], n: int, timeout: float) -> dict:
-    put_open(url, bodies)
+STATS = True  # also wait for `_stats` data_counts (published at snapshots); off in quick mode
+
+
+def run_jobs(procs: list[WorkerProc], bodies: dict[str, dict], n: int, end_ms: int, timeout: float) -> dict:
+    """PUT + _open every job, then time from the first datafeed _start until every job applied n events."""
+    urls = [w.url for w in procs]
+    put_open(urls[0], bodies)
+    pids = [w.proc.pid for w in procs] + [broker_pid()]
+    cpu0 = [cpu_seconds(p) for p in pids]
     started = time.perf_counter()
-    start_feeds(url, bodies)
-    done = wait_counts(url, list(bodies), n, timeout)
-    elapsed = done - started
+    start_feeds(urls[0], bodies, end_ms)
+    timeline: list = []
+    t_metrics, t_stats = wait_counts(urls, list(bodies), n, timeout, timeline=timeline, stats=STATS)
+    cpu1 = [cpu_seconds(p) for p in pids]
+    first = next((t for t, v in timeline if v > 0), t_metrics)
+    t20 = next((t, v) for t, v in timeline + [(t_metrics, n)] if v >= 0.2 * n)
+    t80 = next((t, v) for t, v in timeline + [(t_metrics, n)] if v >= 0.8 * n)
+    steady = (t80[1] - t20[1]) / (t80[0] - t20[0]) if t80[0] > t20[0] else None
+    elapsed = t_metrics - started
+    t_end = t_stats if t_stats is not None else t_metrics
+    worker_cpu = [round(b - a, 2) for a, b in zip(cpu0[:-1], cpu1[:-1])]
     return {"events": n, "jobs": len(bodies), "seconds": round(elapsed, 3),
-            "events_per_s": round(n / elapsed, 1), "job_events_per_s": round(n * len(bodies) / elapsed, 1)}
-
-
-def job_ids_on_distinct_partitions(prefix: str, count: int, partitions: int = WORK_PARTITIONS) -> list[str]:
-    """Job ids whose work messages (key = job id, murmur2 like Kafka's default) land on distinct partitions."""
-    ids, used, k = [], set(), 0
-    while len(ids) < count:
-        jid = f"{prefix}{k}"
-        p = (murmur2(jid.encode()) & 0x7FFFFFFF) % partitions
-        if p not in used or len(used) == partitions:
-            ids.append(jid)
-            used.add(p)
-        k += 1
-    return ids
+            "events_per_s": round(n / elapsed, 1), "job_events_per_s": round(n * len(bodies) / elapsed, 1),
+            "stats_seconds": round(t_stats - started, 3) if t_stats else None,
+            "events_per_s_by_stats": round(n / (t_stats - started), 1) if t_stats else None,
+            "worker_cpu_s": worker_cpu, "broker_cpu_s": round(cpu1[-1] - cpu0[-1], 2),
+            "worker_cpu_utilization": [round(c / (t_end - started), 3) for c in worker_cpu],
+            "events_per_worker_cpu_s": round(n / max(sum(worker_cpu), 1e-9), 1),
+            "first_event_applied_s": round(first - started, 2),
+            "steady_events_per_s": round(steady, 1) if steady else None}
 
 
 # ---------------------------------------------------------------------- py-spy
@@ -199,7 +269,7 @@ def pyspy_start(pid: int, path: str) -> subprocess.Popen | None:
     if not os.path.exists(exe):
         return None
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--output", path,
-                             "--rate", "100", "--nonblocking"],
+                             "--rate", "100", "--nonblocking", "--function"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -263,16 +333,23 @@ def latency(url: str, run: str, topic: str, job_id: str, series: int, buckets: i
                         await asyncio.sleep(0.002)
                     if closes not in arrived:
                         raise TimeoutError(f"no bucket result for {closes} within 120 s")
+                    if arrived[closes] < sent:
+                        raise RuntimeError(f"bucket {closes} was closed before its watermark was produced")
                     delays.append(arrived[closes] - sent)
                     lines = lines[1:]
                 futures = [await producer.send(topic, v, partition=0) for v in lines]
                 await asyncio.gather(*futures)
                 produced += len(lines)
                 t1 = time.perf_counter()
+                seen, moved = -1, time.perf_counter()
                 while True:  # let the worker catch up, so the next watermark meets an idle worker
-                    counts = await asyncio.to_thread(input_counts, url, [job_id])
+                    counts = await asyncio.to_thread(consumed, [url], [job_id])
                     if counts[job_id] >= produced:
                         break
+                    if counts[job_id] != seen:
+                        seen, moved = counts[job_id], time.perf_counter()
+                    elif time.perf_counter() - moved > STALL_S:
+                        raise Stalled(f"latency job applied {seen} of {produced} events, then nothing for {STALL_S:.0f}s")
                     await asyncio.sleep(0.1)
                 catchup.append(time.perf_counter() - t1)
             follower.cancel()
@@ -295,6 +372,59 @@ def latency(url: str, run: str, topic: str, job_id: str, series: int, buckets: i
 
 
 # ---------------------------------------------------------------------- main
+def renamed(body: dict, job_id: str) -> dict:
+    out = dict(body, job_id=job_id)
+    out["datafeed_config"] = dict(body["datafeed_config"], job_id=job_id, datafeed_id=f"datafeed-{job_id}")
+    return out
+
+
+def scaleout_ids(count: int, partitions: int) -> list[str]:
+    """`count` job ids spread evenly over the work partitions (murmur2 of the key, as Kafka's default)."""
+    per = -(-count // partitions)
+    used: dict[int, int] = {}
+    ids, k = [], 0
+    while len(ids) < count:
+        jid = f"bench-rcr-{k}"
+        p = (murmur2(jid.encode()) & 0x7FFFFFFF) % partitions
+        if used.get(p, 0) < per:
+            ids.append(jid)
+            used[p] = used.get(p, 0) + 1
+        k += 1
+    return ids
+
+
+def attempt(name: str, fn, result: dict, tries: int = 2):
+    """Run a phase; a hung worker (Stalled) is recorded and the phase is run again with fresh workers."""
+    for k in range(tries):
+        try:
+            return fn(k)
+        except Stalled as exc:
+            common.log(f"worker: {name} stalled (try {k + 1}/{tries}): {exc}")
+            result.setdefault("stalls", []).append({"phase": name, "try": k + 1, "reason": str(exc)})
+    raise Stalled(f"{name}: stalled {tries} times")
+
+
+def delete_topics(tag: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def go():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap())
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if tag in t]
+            if names:
+                await admin.delete_topics(names)
+            return len(names)
+        finally:
+            await admin.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - clean-up only
+        common.log(f"worker: topic clean-up failed: {exc}")
+        return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -302,99 +432,120 @@ def main() -> int:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--skip-scaleout", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--keep-topics", action="store_true")
     p.add_argument("--latency-series", type=int, default=10_000)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     quick = args.quick
+    global STATS
+    STATS = not quick
     result: dict = {"mode": "quick" if quick else "full", "bootstrap": bootstrap()}
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-in-{tag}"
     lat_topic = f"bench-lat-{tag}"
-    days, rate = (7, 150.0) if quick else (28, 150.0)
+    days, rate = (2, 150.0) if quick else (7, 150.0)
     events = common.weblog_events(days, rate)
     n = len(events)
+    end_ms = (common.T0 + days * 86400) * 1000  # the end of the generated data's last hour
     common.log(f"worker: producing {n} web-log events to {topic} (1 partition)")
     t = time.perf_counter()
     produce(bootstrap(), topic, events, partitions=1)
     result["produce_events_per_s"] = round(n / (time.perf_counter() - t), 1)
     produce(bootstrap(), lat_topic, [], partitions=1)  # create it before the worker subscribes
     del events
-
-    common.log("worker: bare aiokafka consumer (read + orjson.loads)")
-    bare = bare_consume(topic, n)
-    result["bare"] = bare
-
-    # ---- 3. one worker, the three sample jobs
-    run1 = f"b1{tag}"
-    common.log("worker: starting one worker")
-    t = time.perf_counter()
-    (w,) = start_workers(run1, [topic, lat_topic], args.out, 1)
-    result["worker_start_s"] = round(time.perf_counter() - t, 2)
-    spy = None
     try:
-        common.log(f"worker: ceiling run, 3 sample jobs over {n} events")
-        ceiling = run_jobs(w.url, common.sample_job_bodies(topic), n, timeout=900)
-        ceiling["ratio"] = round(ceiling["events_per_s"] / bare["events_per_s"], 4)
-        result["ceiling"] = ceiling
-        close_jobs(w.url, common.SAMPLE_JOBS)
-        if args.profile:
-            common.log("worker: py-spy profile of the same run (new job ids)")
-            bodies = {}
-            for name, body in common.sample_job_bodies(topic).items():
-                body = dict(body, job_id=f"p-{name}")
-                body["datafeed_config"] = dict(body["datafeed_config"], job_id=f"p-{name}",
-                                               datafeed_id=f"datafeed-p-{name}")
-                bodies[f"p-{name}"] = body
-            raw = os.path.join(args.out, "profile-worker.raw")
-            spy = pyspy_start(w.proc.pid, raw)
-            time.sleep(0.5)
-            prof = run_jobs(w.url, bodies, n, timeout=900)
-            pyspy_stop(spy)
+        common.log("worker: bare aiokafka consumer (read + orjson.loads)")
+        result["bare"] = bare_consume(topic, n)
+        raw = os.path.join(args.out, "profile-worker.raw")
+
+        # ---- 3. one worker, the three sample jobs
+        def ceiling(k: int) -> dict:
+            t = time.perf_counter()
+            (w,) = start_workers(f"c{k}{tag}", [topic], args.out, 1)
+            result["worker_start_s"] = round(time.perf_counter() - t, 2)
             spy = None
+            try:
+                # quick: py-spy samples the ceiling run itself (non-blocking sampling, a few % of a
+                # core); full: the ceiling run is clean and a second run of the same jobs is profiled
+                if args.profile and quick:
+                    spy = pyspy_start(w.proc.pid, raw)
+                common.log(f"worker: ceiling run, 3 sample jobs over {n} events" + (" (py-spy on)" if spy else ""))
+                c = run_jobs([w], common.sample_job_bodies(topic), n, end_ms, timeout=900)
+                pyspy_stop(spy)
+                c["profiled"] = spy is not None
+                spy = None
+                if args.profile and not quick:
+                    close_jobs(w.url, common.SAMPLE_JOBS)
+                    common.log("worker: py-spy profile of the same run (new job ids)")
+                    bodies = {f"p-{name}": renamed(body, f"p-{name}")
+                              for name, body in common.sample_job_bodies(topic).items()}
+                    spy = pyspy_start(w.proc.pid, raw)
+                    time.sleep(0.5)
+                    c["profile_run"] = run_jobs([w], bodies, n, end_ms, timeout=900)
+                    pyspy_stop(spy)
+                    spy = None
+                return c
+            finally:
+                pyspy_stop(spy)
+                stop_workers([w])
+
+        c = attempt("ceiling", ceiling, result)
+        c["ratio"] = round(c["events_per_s"] / result["bare"]["events_per_s"], 5)
+        result["ceiling"] = c
+        if args.profile and os.path.exists(raw):
             from profiles import pyspy_top
 
-            result["profile_run"] = prof
-            if os.path.exists(raw):
-                result["profile_worker"] = pyspy_top(raw)
-            close_jobs(w.url, bodies)
+            result["profile_worker"] = pyspy_top(raw)
+
         if not args.skip_latency:
             series = args.latency_series
-            buckets = 3 if quick else 12
-            common.log(f"worker: watermark-to-result delay, {series} series x {buckets} buckets")
-            put_open(w.url, {"lat": common.highcard_body("lat", lat_topic)})
-            start_feeds(w.url, ["lat"])
-            result["latency"] = latency(w.url, run1, lat_topic, "lat", series, buckets)
-            result["latency"]["snapshot_bytes"] = scrape(w.url).get('streamad_snapshot_bytes{job_id="lat"}')
-            close_jobs(w.url, ["lat"])
-    finally:
-        pyspy_stop(spy)
-        stop_workers([w])
+            buckets = 2 if quick else 10
 
-    # ---- 4. scale-out: four identical jobs, one worker then two
-    if not args.skip_scaleout:
-        ids = job_ids_on_distinct_partitions("bench-rcr-", 4)
-        base = common.sample_job_bodies(topic)["response_code_rates"]
-        bodies = {}
-        for jid in ids:
-            body = dict(base, job_id=jid)
-            body["datafeed_config"] = dict(base["datafeed_config"], job_id=jid, datafeed_id=f"datafeed-{jid}")
-            bodies[jid] = body
-        scale: dict = {"jobs": ids, "work_partitions": {j: (murmur2(j.encode()) & 0x7FFFFFFF) % WORK_PARTITIONS
-                                                        for j in ids}}
-        for count in (1, 2):
-            run = f"b{count + 1}{tag}"
-            common.log(f"worker: scale-out, {count} worker(s), 4 jobs over {n} events")
-            procs = start_workers(run, [topic], args.out, count)
-            try:
-                r = run_jobs(procs[0].url, bodies, n, timeout=900)
-                r["per_worker_events_consumed"] = [
-                    sum(v for k, v in scrape(pw.url).items() if k.startswith("streamad_events_consumed_total"))
-                    for pw in procs]
-                scale[f"workers_{count}"] = r
-            finally:
-                stop_workers(procs)
-        scale["speedup"] = round(scale["workers_2"]["events_per_s"] / scale["workers_1"]["events_per_s"], 3)
-        result["scaleout"] = scale
+            def lat_phase(k: int) -> dict:
+                (w,) = start_workers(f"l{k}{tag}", [lat_topic], args.out, 1)
+                try:
+                    common.log(f"worker: watermark-to-result delay, {series} series x {buckets} buckets")
+                    job = f"lat{k}"
+                    put_open(w.url, {job: common.highcard_body(job, lat_topic)})
+                    start_feeds(w.url, [job], (common.T0 + (buckets + 2) * 3600) * 1000)
+                    lat = latency(w.url, f"l{k}{tag}", lat_topic, job, series, buckets)
+                    lat["snapshot_bytes"] = scrape(w.url).get(f'streamad_snapshot_bytes{{job_id="{job}"}}')
+                    return lat
+                finally:
+                    stop_workers([w])
+
+            result["latency"] = attempt("latency", lat_phase, result, tries=1)
+
+        # ---- 4. scale-out: identical jobs, one worker then two (2 work partitions: one per worker)
+        if not args.skip_scaleout:
+            jobs = 2 if quick else 4
+            partitions = 2
+            ids = scaleout_ids(jobs, partitions)
+            base = common.sample_job_bodies(topic)["response_code_rates"]
+            bodies = {jid: renamed(base, jid) for jid in ids}
+            scale: dict = {"jobs": ids, "job_template": "response_code_rates", "work_partitions_count": partitions,
+                           "work_partition_of_job": {j: (murmur2(j.encode()) & 0x7FFFFFFF) % partitions
+                                                     for j in ids}}
+            for count in (1, 2):
+                def scale_phase(k: int, count: int = count) -> dict:
+                    common.log(f"worker: scale-out, {count} worker(s), {jobs} jobs over {n} events")
+                    procs = start_workers(f"s{count}{k}{tag}", [topic], args.out, count,
+                                          STREAMAD_PARTITIONS=str(partitions))
+                    try:
+                        r = run_jobs(procs, bodies, n, end_ms, timeout=900)
+                        r["per_worker_events_consumed"] = [sum(consumed([pw.url], ids).values()) for pw in procs]
+                        return r
+                    finally:
+                        stop_workers(procs)
+
+                scale[f"workers_{count}"] = attempt(f"scale-out {count}", scale_phase, result)
+            scale["speedup"] = round(scale["workers_2"]["events_per_s"] / scale["workers_1"]["events_per_s"], 3)
+            result["scaleout"] = scale
+    except Exception as exc:  # noqa: BLE001 - keep what was measured, say what failed
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if not args.keep_topics:
+            result["topics_deleted"] = delete_topics(tag)
     common.emit(result)
     return 0
 

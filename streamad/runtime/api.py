@@ -57,6 +57,7 @@ class Api:
                            f"The job cannot be created with the Id '{job_id}'. The Id is already used.")
         job = Job.from_dict(body, job_id=job_id)
         config = job.to_dict()
+        config["create_time"] = int(time.time() * 1000)
         feed = config.pop("datafeed_config", None)
         await self.registry.put(f"job/{job_id}", {"config": config, "state": "closed"})
         if feed is not None:

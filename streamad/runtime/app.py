@@ -46,6 +46,9 @@ class Worker:
         self.registry.listeners.append(self._on_registry)
         self._rewind_lock = asyncio.Lock()
         self.rewinding: set[str] = set()
+        self._feeds: dict = {}
+        self._caught_up: set = set()
+        self._last_tick: dict[str, float] = {}
         self.app = self._make_app()
         from streamad.runtime.api import install
 
@@ -90,6 +93,7 @@ class Worker:
         app.agent(self.work_topic, name="detector")(self._detect)
         app.timer(interval=max(s.snapshot_seconds / 2, 0.5))(self._tick)
         app.timer(interval=5.0)(self._lag)
+        app.timer(interval=1.0)(self._realtime)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         return app
@@ -186,6 +190,76 @@ class Worker:
             return {tp: hits[p].offset if hits.get(p) is not None else ends[p] for tp, p in plain.items()}
         finally:
             await client.stop()
+
+    # ------------------------------------------------------------------ real time
+    async def _realtime(self) -> None:
+        """Real-time datafeeds (started without `end`): once the lookback has caught up with the
+        topics, every `frequency` the job's owner appends flush(calc_interim, advance_time = now -
+        query_delay), as Elastic's datafeed does after each search: buckets close on time even when
+        no event comes (low_count sees the zeros of an outage) and the open bucket has interim results."""
+        if not self.ready:
+            return
+        now = time.time()
+        for feed in list(self.registry.datafeeds.values()):
+            cfg = feed["config"]
+            job_id = cfg["job_id"]
+            if feed.get("state") != "started" or feed.get("end") is not None or job_id in self.rewinding:
+                continue
+            if not self._owns(job_id):
+                continue
+            job = self.registry.jobs.get(job_id)
+            if job is None or job.get("state") != "opened":
+                continue
+            from streamad.config.job import Job, parse_datafeed
+
+            key = (job_id, feed.get("start"))
+            parsed = self._feeds.get(key)
+            if parsed is None:
+                parsed = parse_datafeed(cfg, job_id, Job.from_dict(job["config"]).bucket_span_s)
+                self._feeds[key] = parsed
+            if key not in self._caught_up:
+                if not await self._lookback_done(cfg.get("indices", [])):
+                    continue
+                self._caught_up.add(key)
+            if now - self._last_tick.get(job_id, 0.0) < parsed.frequency_s:
+                continue
+            self._last_tick[job_id] = now
+            await self.send_control(job_id, "flush", calc_interim=True,
+                                    advance_time=now - parsed.query_delay_s)
+
+    def _owns(self, job_id: str) -> bool:
+        from aiokafka.partitioner import DefaultPartitioner
+
+        parts = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.work_topic)
+        if not parts:
+            return False
+        p = DefaultPartitioner()(job_id.encode(), list(range(self.settings.partitions)), [])
+        return p in parts
+
+    async def _lookback_done(self, patterns: list[str]) -> bool:
+        """True when the group has committed every input partition of these topics to its end."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
+        client = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                                  **self.settings.client_kwargs())
+        await admin.start()
+        await client.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+            tps = []
+            for topic in self.input_topics.topics:
+                if any(fnmatch.fnmatchcase(topic, p) for p in patterns):
+                    for part in sorted(client.partitions_for_topic(topic) or []):
+                        tps.append(TopicPartition(topic, part))
+            if not tps:
+                return True
+            ends = await client.end_offsets(tps)
+            return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps)
+        finally:
+            await client.stop()
+            await admin.close()
 
     # ------------------------------------------------------------------ detector
     async def _detect(self, stream) -> None:
@@ -304,13 +378,16 @@ class Worker:
 
     # ------------------------------------------------------------------ control
     async def send_control(self, job_id: str, kind: str, **fields) -> None:
-        """Append a control message to the job's work log and wait until Kafka has it."""
-        await (await self.work_topic.send(key=job_id.encode(), value=envelope.control(kind, **fields)))
+        """Append a control message to the job's work log and wait until Kafka has it.
+
+        REST calls use the registry's own aiokafka producer (same default partitioner as Faust's):
+        waiting on Faust's producer from a web handler while agents use it was seen to hang."""
+        await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.control(kind, **fields))
 
     async def send_data(self, job_id: str, raws: list[bytes]) -> None:
-        futures = [await self.work_topic.send(key=job_id.encode(), value=envelope.data(raw)) for raw in raws]
-        if futures:
-            await asyncio.gather(*futures)
+        for raw in raws:
+            await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.data(raw), wait=False)
+        await self.registry.flush()
 
 
 class _Lifecycle(faust.Service):

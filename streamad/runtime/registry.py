@@ -39,7 +39,8 @@ class Registry:
                                 (s.results_topic, s.output_partitions, {}),
                                 (s.annotations_topic, s.output_partitions, {}),
                                 (s.dead_letter_topic, s.output_partitions, {})])
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", **s.client_kwargs())
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all",
+                                          max_request_size=4 * 1024 * 1024, **s.client_kwargs())
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                           auto_offset_reset="earliest", **s.client_kwargs())
@@ -92,6 +93,16 @@ class Registry:
             self.settings.jobs_topic, key=key.encode(), value=None if value is None else orjson.dumps(value),
             partition=0))
         await self._wait_for(meta.offset)
+
+    async def send(self, topic: str, key: bytes, value: bytes, wait: bool = True) -> None:
+        assert self._producer is not None
+        fut = await self._producer.send(topic, key=key, value=value)
+        if wait:
+            await fut
+
+    async def flush(self) -> None:
+        assert self._producer is not None
+        await self._producer.flush()
 
     def datafeed_for_job(self, job_id: str) -> tuple[str, dict] | None:
         for ident, feed in sorted(self.datafeeds.items()):

@@ -53,12 +53,17 @@ def _embedded(bodies: dict[str, dict], events: list[bytes]) -> tuple[dict[str, b
     return docs, counts
 
 
-def _start_jobs(url: str, bodies: dict[str, dict]) -> None:
+END_MS = (weblogs.START + DAYS * 86400) * 1000  # the end of the last hour of the demo data
+
+
+def _start_jobs(url: str, bodies: dict[str, dict], end_ms: int = END_MS) -> None:
+    """Create, open and start each job's datafeed over [beginning, end): a lookback, as Elastic
+    runs a datafeed with an `end` (a real-time datafeed would also close buckets up to now)."""
     for name, body in bodies.items():
         status, resp = http("PUT", f"{url}/_ml/anomaly_detectors/{name}", body)
         assert status == 200, resp
         assert http("POST", f"{url}/_ml/anomaly_detectors/{name}/_open")[0] == 200
-        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start")
+        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start?end={end_ms}")
         assert status == 200 and resp["started"], resp
 
 
@@ -96,12 +101,20 @@ def _finish(url_of, bodies, expected_counts, n_events: int) -> None:
     for name in bodies:
         want = dict(expected_counts[name])
 
-        def final(name=name, want=want):
+        last: list = [None]
+
+        def final(name=name, want=want, last=last):
             try:
-                return _counts(url_of(), name) == want
+                last[0] = _counts(url_of(), name)
             except OSError:
                 return False
-        wait_for(final, 120, f"{name} final data_counts")
+            return last[0] == want
+        try:
+            wait_for(final, 120, f"{name} final data_counts")
+        except AssertionError:
+            got = last[0] or {}
+            diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+            raise AssertionError(f"{name} final data_counts differ (worker, run): {diff}") from None
 
 
 def test_worker_documents_equal_streamad_run(kafka_bootstrap, tmp_path, demo_events):
@@ -109,10 +122,11 @@ def test_worker_documents_equal_streamad_run(kafka_bootstrap, tmp_path, demo_eve
     topic = f"in-{run}"
     bodies = _job_bodies(topic)
     expected, counts = _embedded(bodies, demo_events)
-    produce(kafka_bootstrap, topic, demo_events)
+    produce(kafka_bootstrap, topic, [])
     worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w1", tmp_path / "w1.log").start()
     try:
         _start_jobs(worker.url, bodies)
+        produce(kafka_bootstrap, topic, demo_events)
         _finish(lambda: worker.url, bodies, counts, len(demo_events))
         got = _worker_docs(kafka_bootstrap, run)
         status, recs = http("GET", f"{worker.url}/_ml/anomaly_detectors/response_code_rates/results/records"
@@ -139,13 +153,14 @@ def test_kill_9_three_times_then_restart_gives_identical_documents(kafka_bootstr
     topic = f"in-{run}"
     bodies = _job_bodies(topic)
     expected, counts = _embedded(bodies, demo_events)
-    produce(kafka_bootstrap, topic, demo_events)
+    produce(kafka_bootstrap, topic, [])
     env = worker_env(kafka_bootstrap, run, STREAMAD_STATIC_MEMBER_ID=f"w-{run}", STREAMAD_SNAPSHOT_SECONDS="1")
     worker = WorkerProc(env, tmp_path / "w1", tmp_path / "w1.log").start()
     total = len(demo_events) * len(bodies)
     kills = 0
     try:
         _start_jobs(worker.url, bodies)
+        produce(kafka_bootstrap, topic, demo_events)
         for fraction in (0.15, 0.45, 0.75):
             def progressed(fraction=fraction, url=worker.url):
                 seen = [_safe_counts(lambda: url, n) for n in bodies]
@@ -168,12 +183,13 @@ def test_two_workers_rebalance_mid_run_gives_identical_documents(kafka_bootstrap
     topic = f"in-{run}"
     bodies = _job_bodies(topic)
     expected, counts = _embedded(bodies, demo_events)
-    produce(kafka_bootstrap, topic, demo_events)
+    produce(kafka_bootstrap, topic, [])
     env = worker_env(kafka_bootstrap, run)
     first = WorkerProc(env, tmp_path / "a", tmp_path / "a.log").start()
     second = None
     try:
         _start_jobs(first.url, bodies)
+        produce(kafka_bootstrap, topic, demo_events)
         total = len(demo_events) * len(bodies)
         wait_for(lambda: sum(_safe_counts(lambda: first.url, n) or 0 for n in bodies) >= 0.3 * total, 240,
                  "30% of the events")
@@ -205,7 +221,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_metrics_count_them(kaf
         status, resp = http("PUT", f"{worker.url}/_ml/anomaly_detectors/dl", body)
         assert status == 200, resp
         http("POST", f"{worker.url}/_ml/anomaly_detectors/dl/_open")
-        http("POST", f"{worker.url}/_ml/datafeeds/datafeed-dl/_start")
+        http("POST", f"{worker.url}/_ml/datafeeds/datafeed-dl/_start?end=1700086400000")
         wait_for(lambda: _safe_counts(lambda: worker.url, "dl") == len(events), 120, "all events read")
         counts = _counts(worker.url, "dl")
         dead = [orjson.loads(v) for v in read_all(kafka_bootstrap, [f"streamad-dead-letter-{run}"])]
@@ -266,3 +282,81 @@ def test_rest_api_errors_are_elastic_shaped(kafka_bootstrap, tmp_path):
         assert http("GET", f"{worker.url}/_ml/anomaly_detectors/ok")[0] == 404
     finally:
         worker.stop()
+
+
+def test_real_time_datafeed_closes_buckets_without_events_and_low_count_sees_the_outage(kafka_bootstrap, tmp_path):
+    """Started without `end`: after the lookback, every `frequency` the worker flushes with
+    advance_time = now - query_delay, so an outage (no events at all) still gives its buckets."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    run = uuid.uuid4().hex[:8]
+    topic = f"in-{run}"
+    produce(kafka_bootstrap, topic, [])
+    body = {"analysis_config": {"bucket_span": "2s", "detectors": [{"function": "low_count"}]},
+            "data_description": {"time_field": "t", "time_format": "epoch_ms"},
+            "datafeed_config": {"indices": [topic], "frequency": "1s", "query_delay": "0s"}}
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    try:
+        assert http("PUT", f"{worker.url}/_ml/anomaly_detectors/live", body)[0] == 200
+        http("POST", f"{worker.url}/_ml/anomaly_detectors/live/_open")
+        assert http("POST", f"{worker.url}/_ml/datafeeds/datafeed-live/_start")[0] == 200
+
+        async def traffic(seconds: float):
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await producer.start()
+            try:
+                stop = time.time() + seconds
+                while time.time() < stop:
+                    await producer.send(topic, orjson.dumps({"t": int(time.time() * 1000)}), partition=0)
+                    await asyncio.sleep(0.05)
+                await producer.flush()
+            finally:
+                await producer.stop()
+        asyncio.run(traffic(30.0))
+        outage_start = time.time()
+
+        def zero_bucket():
+            status, body = http("GET", f"{worker.url}/_ml/anomaly_detectors/live/results/buckets"
+                                       f"?start={int(outage_start * 1000)}&exclude_interim=true")
+            return status == 200 and any(b["event_count"] == 0 for b in body["buckets"])
+        wait_for(zero_bucket, 30, "a final bucket with no events after the traffic stopped")
+        records = http("GET", f"{worker.url}/_ml/anomaly_detectors/live/results/records"
+                              f"?start={int(outage_start * 1000) - 2000}")[1]["records"]
+        interim = [d for d in read_all(kafka_bootstrap, [f"streamad-results-{run}"], quiet_s=1.0)
+                   if b'"is_interim":true' in d]
+    finally:
+        worker.stop()
+    assert any(r["actual"] == [0.0] and r["function"] == "low_count" for r in records), records
+    assert interim, "the open bucket had interim results"
+
+
+def test_datafeed_started_after_the_events_reads_them_from_the_beginning(kafka_bootstrap, tmp_path, demo_events):
+    """A lookback: the events are on the topic before the job exists; starting its datafeed
+    rewinds the router on that topic, and the job sees every event once."""
+    run = uuid.uuid4().hex[:8]
+    topic = f"in-{run}"
+    bodies = {"response_code_rates": _job_bodies(topic)["response_code_rates"]}
+    expected, counts = _embedded_one(bodies, demo_events)
+    produce(kafka_bootstrap, topic, demo_events)
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    try:
+        _start_jobs(worker.url, bodies)
+        _finish(lambda: worker.url, bodies, counts, len(demo_events))
+        got = _worker_docs(kafka_bootstrap, run)
+    finally:
+        worker.stop()
+    assert got == expected
+
+
+def _embedded_one(bodies, events):
+    jobs = [Job.from_dict(body, job_id=name) for name, body in bodies.items()]
+    out: list[bytes] = []
+    runner = Runner(jobs, out.append)
+    runner.run(decode_json(e) for e in events)
+    docs = {}
+    for line in out:
+        docs[orjson.loads(line)["_id"]] = line.rstrip(b"\n")
+    return docs, {e.job.job_id: e.counts.to_dict(e.job.job_id) for e in runner.engines}
