@@ -219,7 +219,7 @@ def table(res: dict, quick: bool) -> list[str]:
         rows.append(("", "steady events/s (20% -> 80% of input)", _n(c.get("steady_events_per_s"), 1), ""))
         rows.append(("", "events/s by _stats data_counts", _n(c["events_per_s_by_stats"], 1), ""))
     for st in wk.get("stalls", []):
-        rows.append(("3/4 worker STALLED (phase re-run)", st["phase"], f"try {st['try']}", st["reason"][:60]))
+        rows.append(("3/4 worker FAILED try (phase re-run)", st["phase"], f"try {st['try']}", st["reason"][:70]))
     if wk.get("latency"):
         lat = wk["latency"]
         rows.append((f"3 watermark -> bucket result ({lat['series']:,} series)",

@@ -398,10 +398,13 @@ def attempt(name: str, fn, result: dict, tries: int = 2):
     for k in range(tries):
         try:
             return fn(k)
-        except Stalled as exc:
-            common.log(f"worker: {name} stalled (try {k + 1}/{tries}): {exc}")
-            result.setdefault("stalls", []).append({"phase": name, "try": k + 1, "reason": str(exc)})
-    raise Stalled(f"{name}: stalled {tries} times")
+        except (Stalled, AssertionError) as exc:  # AssertionError: harness "worker not ready"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, AssertionError):
+                reason += " (the worker process exited during start-up)"
+            common.log(f"worker: {name} failed (try {k + 1}/{tries}): {reason}")
+            result.setdefault("stalls", []).append({"phase": name, "try": k + 1, "reason": reason})
+    raise Stalled(f"{name}: failed {tries} times")
 
 
 def delete_topics(tag: str) -> int:
@@ -514,7 +517,7 @@ def main() -> int:
                 finally:
                     stop_workers([w])
 
-            result["latency"] = attempt("latency", lat_phase, result, tries=1)
+            result["latency"] = attempt("latency", lat_phase, result)
 
         # ---- 4. scale-out: identical jobs, one worker then two (2 work partitions: one per worker)
         if not args.skip_scaleout:

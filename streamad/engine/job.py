@@ -54,14 +54,10 @@ class JobEngine:
         self.span = job.bucket_span_s
         self.latency = job.analysis_config.latency_s
         self.counts = DataCounts()
-        feed = job.datafeed_config
-        self.query = compile_query(feed.query) if feed is not None else None
-        summary = job.analysis_config.summary_count_field_name
-        self.aggregator = (DatafeedAggregator(feed.aggregations, job.data_description.time_field,
-                                              summary or "doc_count")
-                           if feed is not None and feed.aggregations else None)
+        self._set_datafeed(job)
         self.time_getter = FieldGetter(job.data_description.time_field)
         self.time_parser = TimeParser(job.data_description.time_format)
+        summary = job.analysis_config.summary_count_field_name
         self.summary = FieldGetter(summary) if summary else None
         self.detectors = [DetectorState(job, d) for d in job.detectors]
         self.analysis_fields = sorted({f for d in job.detectors for f in
@@ -118,6 +114,9 @@ class JobEngine:
         if job.datafeed_config == self.job.datafeed_config:
             return
         self.job = job
+        self._set_datafeed(job)
+
+    def _set_datafeed(self, job: Job) -> None:
         feed = job.datafeed_config
         self.query = compile_query(feed.query) if feed is not None else None
         summary = job.analysis_config.summary_count_field_name
