@@ -173,7 +173,7 @@ def input_counts(url: str, names) -> dict[str, int]:
     return out
 
 
-STALL_S = 60.0
+STALL_S = 60.0  # 30 s in quick mode: a healthy worker never goes that long without applying an event
 
 
 class Stalled(RuntimeError):
@@ -299,6 +299,7 @@ def latency(url: str, run: str, topic: str, job_id: str, series: int, buckets: i
         await producer.start()
         await consumer.start()
         arrived: dict[int, float] = {}
+        follower = None
         try:
             await consumer._client.force_metadata_update()  # noqa: SLF001
             tps = [TopicPartition(results_topic, p) for p in sorted(consumer.partitions_for_topic(results_topic) or [])]
@@ -352,9 +353,11 @@ def latency(url: str, run: str, topic: str, job_id: str, series: int, buckets: i
                         raise Stalled(f"latency job applied {seen} of {produced} events, then nothing for {STALL_S:.0f}s")
                     await asyncio.sleep(0.1)
                 catchup.append(time.perf_counter() - t1)
-            follower.cancel()
             return delays, catchup, produced
         finally:
+            if follower is not None:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
 
@@ -391,6 +394,27 @@ def scaleout_ids(count: int, partitions: int) -> list[str]:
             used[p] = used.get(p, 0) + 1
         k += 1
     return ids
+
+
+def diagnose(procs: list[WorkerProc], out: str, name: str) -> list[str]:
+    """Before a hung worker is stopped: its py-spy dump and asyncio task stacks, saved under `out`."""
+    paths = []
+    exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    for k, w in enumerate(procs):
+        base = os.path.join(out, f"stall-{name}-{k}")
+        try:
+            if os.path.exists(exe) and w.proc is not None:
+                dump = subprocess.run([exe, "dump", "--pid", str(w.proc.pid)], capture_output=True, text=True,
+                                      timeout=30)
+                with open(base + ".pyspy.txt", "w") as f:
+                    f.write(dump.stdout + dump.stderr)
+            status, body = http("GET", w.url + "/debug/tasks", timeout=10)
+            with open(base + ".tasks.txt", "wb") as f:
+                f.write(body if isinstance(body, bytes) else str(body).encode())
+            paths.append(base)
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            common.log(f"worker: diagnostics of {name} failed: {exc}")
+    return paths
 
 
 def attempt(name: str, fn, result: dict, tries: int = 2):
@@ -440,8 +464,9 @@ def main() -> int:
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     quick = args.quick
-    global STATS
+    global STATS, STALL_S
     STATS = not quick
+    STALL_S = 30.0 if quick else 60.0
     result: dict = {"mode": "quick" if quick else "full", "bootstrap": bootstrap()}
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-in-{tag}"
@@ -473,7 +498,11 @@ def main() -> int:
                 if args.profile and quick:
                     spy = pyspy_start(w.proc.pid, raw)
                 common.log(f"worker: ceiling run, 3 sample jobs over {n} events" + (" (py-spy on)" if spy else ""))
-                c = run_jobs([w], common.sample_job_bodies(topic), n, end_ms, timeout=900)
+                try:
+                    c = run_jobs([w], common.sample_job_bodies(topic), n, end_ms, timeout=900)
+                except Stalled:
+                    diagnose([w], args.out, f"ceiling{k}")
+                    raise
                 pyspy_stop(spy)
                 c["profiled"] = spy is not None
                 spy = None
@@ -511,7 +540,11 @@ def main() -> int:
                     job = f"lat{k}"
                     put_open(w.url, {job: common.highcard_body(job, lat_topic)})
                     start_feeds(w.url, [job], (common.T0 + (buckets + 2) * 3600) * 1000)
-                    lat = latency(w.url, f"l{k}{tag}", lat_topic, job, series, buckets)
+                    try:
+                        lat = latency(w.url, f"l{k}{tag}", lat_topic, job, series, buckets)
+                    except Stalled:
+                        diagnose([w], args.out, f"latency{k}")
+                        raise
                     lat["snapshot_bytes"] = scrape(w.url).get(f'streamad_snapshot_bytes{{job_id="{job}"}}')
                     return lat
                 finally:
@@ -535,7 +568,11 @@ def main() -> int:
                     procs = start_workers(f"s{count}{k}{tag}", [topic], args.out, count,
                                           STREAMAD_PARTITIONS=str(partitions))
                     try:
-                        r = run_jobs(procs, bodies, n, end_ms, timeout=900)
+                        try:
+                            r = run_jobs(procs, bodies, n, end_ms, timeout=900)
+                        except Stalled:
+                            diagnose(procs, args.out, f"scaleout{count}-{k}")
+                            raise
                         r["per_worker_events_consumed"] = [sum(consumed([pw.url], ids).values()) for pw in procs]
                         return r
                     finally:

@@ -155,9 +155,10 @@ class JobProcessor:
             self._stats(slot, job_id)
         elif kind == "close":
             if not slot.closed:
+                # finish first: it flushes a datafeed aggregation's last summary into its bucket
+                slot.engine.finish()
                 if slot.datafeed_end_ms is not None:
                     slot.engine.flush(advance_time=slot.datafeed_end_ms / 1000.0)
-                slot.engine.finish()
                 slot.closed = True
             self._stats(slot, job_id)
         elif kind == "stats":
