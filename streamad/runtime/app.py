@@ -123,7 +123,9 @@ class Worker:
         return sorted(set(out))
 
     def _on_registry(self, kind: str, ident: str) -> None:
-        if kind == "datafeed":
+        # only a start seen live rewinds: replaying the registry at start-up must not (the router
+        # then resumes from its committed offsets, and the jobs from their snapshots)
+        if kind == "datafeed" and self.registry.ready.is_set():
             feed = self.registry.datafeeds.get(ident)
             if feed is not None and feed.get("state") == "started":
                 # no live forwarding to this job until its topics are rewound: an event forwarded
