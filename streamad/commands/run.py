@@ -12,6 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="-", help="result NDJSON file, or - for stdout (default)")
     parser.add_argument("--format", choices=("ndjson", "csv"), help="input format (default: by file name)")
     parser.add_argument("--dead-letter", help="write rejected records here as NDJSON")
+    parser.add_argument("--filters", help="JSON file with a list of filters (Elastic filter bodies) used by rule scopes")
+    parser.add_argument("--calendars", help="JSON file with a list of calendars (calendar_id, job_ids, events)")
     parser.add_argument("--quiet", action="store_true", help="no data_counts summary on stderr")
 
 
@@ -21,15 +23,38 @@ def run(args) -> int:
     import orjson
 
     from streamad.config.errors import ConfigError
+    from streamad.config.filters import Calendar, Filter
     from streamad.config.job import Job
     from streamad.engine.runner import Runner
     from streamad.ingest.reader import read_records
 
+    filters = calendars = None
+    for path, key, make in ((args.filters, "filters", Filter.from_dict), (args.calendars, "calendars", Calendar.from_dict)):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                body = orjson.loads(f.read())
+            if isinstance(body, dict) and isinstance(body.get(key), list):  # as GET _ml/<key> returns them
+                body = body[key]
+            if not isinstance(body, list):
+                raise ConfigError(key, "list_required", f"the {key} file must hold a JSON list")
+            objs = [make(b) for b in body]
+        except ConfigError as exc:
+            print(f"streamad run: invalid {key} {path}: {exc}", file=sys.stderr)
+            return 2
+        except (OSError, orjson.JSONDecodeError) as exc:
+            print(f"streamad run: cannot read {key} {path}: {exc}", file=sys.stderr)
+            return 2
+        if key == "filters":
+            filters = {f.filter_id: f for f in objs}
+        else:
+            calendars = tuple(objs)
     jobs = []
     for path in args.job:
         try:
             with open(path, "rb") as f:
-                jobs.append(Job.from_dict(orjson.loads(f.read())))
+                jobs.append(Job.from_dict(orjson.loads(f.read()), filters=filters))
         except ConfigError as exc:
             print(f"streamad run: invalid job {path}: {exc}", file=sys.stderr)
             return 2
@@ -50,6 +75,15 @@ def run(args) -> int:
         if dead is not None:
             dead.write(orjson.dumps({"job_id": job_id, "reason": reason, "raw": raw.decode("utf-8", "replace")}) + b"\n")
 
+    try:
+        runner = Runner(jobs, write, dead_letter, filters=filters, calendars=calendars or ())
+    except ConfigError as exc:  # e.g. a rule scope naming a filter that --filters does not hold
+        print(f"streamad run: invalid job: {exc}", file=sys.stderr)
+        if out is not sys.stdout.buffer:
+            out.close()
+        if dead is not None:
+            dead.close()
+        return 2
     tty = sys.stderr.isatty()
     started = time.monotonic()
 
@@ -59,7 +93,6 @@ def run(args) -> int:
                   end="", file=sys.stderr, flush=True)
 
     try:
-        runner = Runner(jobs, write, dead_letter)
         runner.run(read_records(args.input, args.format), progress)
         out.write(b"".join(buf))
         out.flush()

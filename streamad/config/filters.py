@@ -70,6 +70,24 @@ class Filter:
         return out
 
 
+def _event_time(value) -> int | None:
+    """An event time as epoch ms: a number, a string of digits, or an ISO-8601 date-time (UTC if no zone)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if value == value and abs(value) < 1e17 else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    from streamad.ingest.timeparse import parse_iso8601
+
+    t = parse_iso8601(value)
+    return None if t is None else int(round(t * 1000))
+
+
 @dataclass(frozen=True)
 class ScheduledEvent:
     description: str
@@ -100,10 +118,9 @@ class Calendar:
             path = f"events[{i}]"
             if not isinstance(ev, dict):
                 raise ConfigError(path, "object_required", "a scheduled event must be an object")
-            try:
-                start, end = int(ev["start_time"]), int(ev["end_time"])
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(path, "event_times", "start_time and end_time (epoch ms) are required") from None
+            start, end = _event_time(ev.get("start_time")), _event_time(ev.get("end_time"))
+            if start is None or end is None:
+                raise ConfigError(path, "event_times", "start_time and end_time (epoch ms or ISO-8601) are required")
             if end <= start:
                 raise ConfigError(f"{path}.end_time", "event_order", "end_time must be after start_time")
             events.append(ScheduledEvent(str(ev.get("description", "")), start, end,
@@ -114,6 +131,17 @@ class Calendar:
 
     def applies_to(self, job_id: str, groups: tuple[str, ...] = ()) -> bool:
         return "_all" in self.job_ids or job_id in self.job_ids or any(g in self.job_ids for g in groups)
+
+    def events_in_bucket(self, start_ms: int, span_ms: int) -> list[ScheduledEvent]:
+        """Events covering the bucket starting at `start_ms`, each widened to whole buckets as Elastic does
+        (ScheduledEvent.toDetectionRule: start floored and end ceiled to the bucket span)."""
+        out = []
+        for ev in self.events:
+            lo = ev.start_ms - ev.start_ms % span_ms
+            hi = -(-ev.end_ms // span_ms) * span_ms
+            if lo <= start_ms < hi:
+                out.append(ev)
+        return out
 
     def active_event(self, t_ms: int) -> ScheduledEvent | None:
         for ev in self.events:

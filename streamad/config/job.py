@@ -429,7 +429,9 @@ class DatafeedConfig:
 _UNSUPPORTED_DATAFEED = {"script_fields": "script_fields", "runtime_mappings": "runtime_mappings"}
 
 
-def parse_datafeed(raw, job_id: str, bucket_span_s: int, path: str = "datafeed_config") -> DatafeedConfig:
+def parse_datafeed(raw, job_id: str, bucket_span_s: int, path: str = "datafeed_config",
+                   time_field: str | None = None) -> DatafeedConfig:
+    """A datafeed for a job; with the job's `time_field`, aggregations must also hold a max on it."""
     b = Body(raw, path, ignore=frozenset({"authorization", "headers"}))
     for key, name in _UNSUPPORTED_DATAFEED.items():
         if b.has(key) and b.raw(key):
@@ -448,7 +450,7 @@ def parse_datafeed(raw, job_id: str, bucket_span_s: int, path: str = "datafeed_c
         if aggs is not None:
             raise ConfigError(f"{path}.aggs", "aggregations_twice", "use either aggregations or aggs, not both")
         aggs = b.obj("aggs")
-    from streamad.datafeed.aggregation import histogram_interval_s
+    from streamad.datafeed.aggregation import check_max_time, histogram_interval_s
     from streamad.datafeed.query import compile_query
 
     compile_query(query, f"{path}.query")
@@ -459,6 +461,8 @@ def parse_datafeed(raw, job_id: str, bucket_span_s: int, path: str = "datafeed_c
             raise ConfigError(f"{path}.aggregations", "histogram_interval_divides_bucket_span",
                               f"the date_histogram interval ({format_duration(interval)}) must divide bucket_span "
                               f"({format_duration(bucket_span_s)})")
+        if time_field is not None:
+            check_max_time(aggs, time_field, f"{path}.aggregations")
     freq_set = b.has("frequency")
     if freq_set:
         freq = parse_duration(b.raw("frequency"), f"{path}.frequency")
@@ -559,7 +563,8 @@ class Job:
             pb.done()
         datafeed = None
         if b.has("datafeed_config"):
-            datafeed = parse_datafeed(b.raw("datafeed_config"), jid, analysis.bucket_span_s)
+            datafeed = parse_datafeed(b.raw("datafeed_config"), jid, analysis.bucket_span_s,
+                                      time_field=description.time_field)
         groups = b.strings("groups")
         for i, g in enumerate(groups):
             check_id(g, f"groups[{i}]")

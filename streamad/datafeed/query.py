@@ -22,10 +22,20 @@ _ALWAYS: Predicate = lambda doc: True  # noqa: E731
 _NEVER: Predicate = lambda doc: False  # noqa: E731
 
 
+def _flatten(items: list, out: list) -> list:
+    for item in items:
+        if isinstance(item, list):
+            _flatten(item, out)
+        elif item is not None:
+            out.append(item)
+    return out
+
+
 def _values(value) -> list:
+    """The values Elasticsearch would index for a field: arrays flattened, nulls dropped."""
     if value is MISSING or value is None:
         return []
-    return value if isinstance(value, list) else [value]
+    return _flatten(value, []) if isinstance(value, list) else [value]
 
 
 def _eq(a, b) -> bool:
@@ -33,7 +43,8 @@ def _eq(a, b) -> bool:
         return a is b or keyword_string(a) == keyword_string(b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
-    return keyword_string(a) == keyword_string(b)
+    ka = keyword_string(a)
+    return ka is not MISSING and ka == keyword_string(b)  # objects are never equal to anything
 
 
 def _tokens(value) -> list[str]:
@@ -50,16 +61,34 @@ def _single_field(body, path: str, clause: str) -> tuple[str, object]:
     return fields_[0], body[fields_[0]]
 
 
+def _formats(fmt) -> list[str]:
+    return [f.strip() for f in fmt.split("||")] if isinstance(fmt, str) else []
+
+
 def _range_bound(value, fmt, path: str):
+    """A bound as a number, or ("date", epoch seconds) when it is a date."""
     if isinstance(value, bool):
         raise ConfigError(path, "range_bound_type", "range bounds must be numbers or dates")
+    formats = _formats(fmt)
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            if "epoch_millis" in formats:
+                return ("date", float(value) / 1000.0)
+            if "epoch_second" in formats:
+                return ("date", float(value))
+            return float(value)
+        except OverflowError:
+            raise ConfigError(path, "range_bound_format", "range bound out of range") from None
     if isinstance(value, str):
         if value.startswith("now"):
             raise ConfigError(path, "range_now_not_supported", "date math with 'now' is not supported yet in streamad queries")
-        if fmt == "epoch_millis":
-            return float(value) / 1000.0
+        for f in formats:
+            if f in ("epoch_millis", "epoch_second"):
+                try:
+                    t = float(value)
+                except ValueError:
+                    continue
+                return ("date", t / 1000.0 if f == "epoch_millis" else t)
         t = parse_iso8601(value)
         if t is not None:
             return ("date", t)
@@ -71,17 +100,29 @@ def _range_bound(value, fmt, path: str):
 
 
 def _as_number(value, date: bool):
+    """A document value as a number (epoch seconds for dates), None if it is none or not finite."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) / 1000.0 if date else float(value)  # dates in documents are epoch ms
+        try:
+            x = float(value)
+        except OverflowError:  # an int beyond the float range: Elasticsearch rejects it for numeric fields
+            return None
+        if x - x != 0.0:  # inf or nan
+            return None
+        return x / 1000.0 if date else x  # dates in documents are epoch ms
     if isinstance(value, str):
         if date:
-            return parse_iso8601(value)
+            t = parse_iso8601(value)
+            if t is not None:
+                return t
         try:
-            return float(value)
+            x = float(value)
         except ValueError:
             return None
+        if x - x != 0.0:
+            return None
+        return x / 1000.0 if date else x
     return None
 
 
@@ -90,6 +131,24 @@ def _wildcard(pattern: str) -> re.Pattern:
     for ch in pattern:
         out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
     return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _minimum_should_match(spec, n: int, path: str) -> int:
+    """Elasticsearch's rule: an integer, or a percentage of the n should clauses truncated toward zero;
+    a negative one is how many clauses may be missing (-1 of 3 requires 2; -25% of 3 requires all 3)."""
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise ConfigError(path, "minimum_should_match_format", "must be an integer or percentage")
+    text = spec.strip() if isinstance(spec, str) else None
+    try:
+        if text is not None and text.endswith("%"):
+            calc = n * float(text[:-1]) / 100.0
+            required = n + int(calc) if calc < 0 else int(calc)
+        else:
+            calc = int(text) if text is not None else spec
+            required = n + calc if calc < 0 else calc
+    except (ValueError, OverflowError):
+        raise ConfigError(path, "minimum_should_match_format", f"cannot read {spec!r}") from None
+    return max(required, 0)
 
 
 def compile_query(dsl, path: str = "query") -> Predicate:
@@ -115,17 +174,8 @@ def compile_query(dsl, path: str = "query") -> Predicate:
             raise ConfigError(f"{at}.{sorted(unknown)[0]}", "query_unknown_bool_key", f"unknown bool key [{sorted(unknown)[0]}]")
         must = many("must") + many("filter")
         should, must_not = many("should"), many("must_not")
-        msm = body.get("minimum_should_match", 1 if should and not must else 0)
-        if isinstance(msm, str):
-            text = msm.strip()
-            try:
-                msm = (int(len(should) * float(text[:-1]) / 100.0) if text.endswith("%") else int(text))
-            except ValueError:
-                raise ConfigError(f"{at}.minimum_should_match", "minimum_should_match_format", f"cannot read {msm!r}") from None
-            if msm < 0:
-                msm = max(len(should) + msm, 0)
-        if not isinstance(msm, int) or isinstance(msm, bool):
-            raise ConfigError(f"{at}.minimum_should_match", "minimum_should_match_format", "must be an integer or percentage")
+        msm = _minimum_should_match(body.get("minimum_should_match", 1 if should and not must else 0), len(should),
+                                    f"{at}.minimum_should_match")
 
         def run_bool(doc) -> bool:
             for q in must:
@@ -162,9 +212,13 @@ def compile_query(dsl, path: str = "query") -> Predicate:
         fields_ = [k for k in body if k not in ("boost", "_name")]
         if len(fields_) != 1 or not isinstance(body[fields_[0]], list):
             raise ConfigError(at, "terms_values", "[terms] takes one field with an array of values")
+        if any(w is None or isinstance(w, (dict, list)) for w in body[fields_[0]]):
+            raise ConfigError(f"{at}.{fields_[0]}", "terms_values", "[terms] values must be strings, numbers or booleans")
         get = FieldGetter(fields_[0])
         wanted = list(body[fields_[0]])
         return lambda doc: any(_eq(v, w) for v in _values(get(doc)) for w in wanted)
+    if clause not in ("term", "match", "match_phrase", "range", "prefix", "wildcard"):
+        raise ConfigError(at, "query_not_supported", f"query clause [{clause}] is not supported")
     fname, spec = _single_field(body, at, clause)
     get = FieldGetter(fname)
     fat = f"{at}.{fname}"
@@ -200,7 +254,12 @@ def compile_query(dsl, path: str = "query") -> Predicate:
         bounds = []
         for op in ("gt", "gte", "lt", "lte", "from", "to"):
             if op in spec and spec[op] is not None:
-                bounds.append((op, _range_bound(spec[op], fmt, f"{fat}.{op}")))
+                bound = _range_bound(spec[op], fmt, f"{fat}.{op}")
+                if op == "from":  # the old form: inclusive unless include_lower is false
+                    op = "gte" if spec.get("include_lower", True) is not False else "gt"
+                elif op == "to":
+                    op = "lte" if spec.get("include_upper", True) is not False else "lt"
+                bounds.append((op, bound))
         unknown = set(spec) - {"gt", "gte", "lt", "lte", "from", "to", "format", "boost", "time_zone",
                                "include_lower", "include_upper", "relation"}
         if unknown:
@@ -215,8 +274,8 @@ def compile_query(dsl, path: str = "query") -> Predicate:
                     continue
                 ok = True
                 for op, b in checks:
-                    if (op == "gt" and not x > b) or (op in ("gte", "from") and not x >= b) or \
-                       (op == "lt" and not x < b) or (op in ("lte", "to") and not x <= b):
+                    if (op == "gt" and not x > b) or (op == "gte" and not x >= b) or \
+                       (op == "lt" and not x < b) or (op == "lte" and not x <= b):
                         ok = False
                         break
                 if ok:

@@ -13,6 +13,9 @@ import math
 import pickle
 from collections.abc import Callable
 
+import orjson
+
+from streamad.config.errors import ConfigError
 from streamad.config.filters import Calendar, Filter
 from streamad.config.job import Job
 from streamad.datafeed.aggregation import DatafeedAggregator
@@ -43,13 +46,31 @@ def _count_fields(doc: dict) -> int:
     return len(doc)
 
 
+def _check_filters(job: Job, filters: dict[str, Filter]) -> None:
+    """Every filter a rule scope names must be known before the first bucket closes."""
+    for det in job.detectors:
+        for r, rule in enumerate(det.custom_rules):
+            for scope in rule.scope:
+                if scope.filter_id not in filters:
+                    raise ConfigError(
+                        f"analysis_config.detectors[{det.detector_index}].custom_rules[{r}].scope."
+                        f"{scope.field_name}.filter_id", "rule_filter_exists",
+                        f"filter [{scope.filter_id}] does not exist (give the filters to the engine, e.g. "
+                        f"streamad run --filters)")
+
+
 class JobEngine:
+    # end of the bucket of the first record when latency moved the first bucket boundary back; empty
+    # buckets before the earliest record's bucket are then not reported (class default: old snapshots)
+    _lead_end: int | None = None
+
     def __init__(self, job: Job, emit: Emit, dead_letter: DeadLetter | None = None, *,
                  filters: dict[str, Filter] | None = None, calendars: tuple[Calendar, ...] = ()):
         self.job = job
         self.emit = emit
         self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
         self.filters = filters or {}
+        _check_filters(job, self.filters)
         self.calendars = tuple(c for c in calendars if c.applies_to(job.job_id, job.groups))
         self.span = job.bucket_span_s
         self.latency = job.analysis_config.latency_s
@@ -93,6 +114,8 @@ class JobEngine:
         self.dead_letter = _no_dead_letter
         feed = self.job.datafeed_config
         self.query = compile_query(feed.query) if feed is not None else None
+        if getattr(self, "aggregator", None) is not None and not hasattr(self.aggregator, "_metrics_at"):
+            self._set_datafeed(self.job)  # a snapshot from before per-level aggregation state: start afresh
 
     def snapshot(self) -> bytes:
         """The whole engine state (models, normalizers, open buckets, data_counts) as bytes."""
@@ -145,15 +168,19 @@ class JobEngine:
             return
         t = self.time_parser(self.time_getter(doc))
         if self.aggregator is not None:
-            self.counts.record_input(len(raw), _count_fields(doc))
+            # the job receives the summary documents: those are its input records (Elastic counts the
+            # aggregation leaf buckets); a raw event is counted only when it is rejected here
             if t is None:
+                self.counts.record_input(len(raw), _count_fields(doc))
                 self.counts.invalid_date_count += 1
                 self.dead_letter(raw, self.job.job_id, "invalid_date")
                 return
-            if self._out_of_order(t, raw):
+            if self.last_final_end is not None and t < self.last_final_end:
+                self.counts.record_input(len(raw), _count_fields(doc))
+                self._out_of_order(t, raw)
                 return
             for t_agg, summary in self.aggregator.feed(doc, t):
-                self._record(summary, t_agg)
+                self._summary(summary, t_agg)
             return
         self.counts.record_input(len(raw), _count_fields(doc))
         if t is None:
@@ -161,6 +188,14 @@ class JobEngine:
             self.dead_letter(raw, self.job.job_id, "invalid_date")
             return
         if self._out_of_order(t, raw):
+            return
+        self._record(doc, t)
+
+    def _summary(self, doc: dict, t: float) -> None:
+        """One summary document of the datafeed aggregation, received as an input record."""
+        self.counts.record_input(len(orjson.dumps(doc)), len(doc))
+        if self.last_final_end is not None and t < self.last_final_end:
+            self.counts.out_of_order_timestamp_count += 1
             return
         self._record(doc, t)
 
@@ -174,7 +209,12 @@ class JobEngine:
     def _record(self, doc: dict, t: float) -> None:
         span = self.span
         if self.last_final_end is None:
-            self.last_final_end = int(math.floor(t / span)) * span
+            # ml-cpp: the first record's bucket less latency (whole buckets), so an earlier record
+            # within latency is still accepted
+            first = int(math.floor(t / span)) * span
+            self.last_final_end = first - int(math.ceil(self.latency / span)) * span
+            if self.last_final_end < first:
+                self._lead_end = first
         self.advance(t)
         if t < self.last_final_end:
             self.counts.out_of_order_timestamp_count += 1
@@ -186,7 +226,7 @@ class JobEngine:
                 return
             try:
                 count = float(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 return
             if not math.isfinite(count) or count < 0:
                 return
@@ -203,7 +243,8 @@ class JobEngine:
         for det, bucket in zip(self.detectors, slot[0]):
             used = det.gather(bucket, doc, t, count) or used
         slot[1] += count
-        self.counts.record_processed(int(round(t * 1000)), len(self.analysis_fields) + 1 - missing, missing)
+        # Elastic: analysis fields per record less the missing ones; the time field is not counted
+        self.counts.record_processed(int(round(t * 1000)), len(self.analysis_fields) - missing, missing)
         if self.latest_time is None or t > self.latest_time:
             self.latest_time = t
 
@@ -229,12 +270,14 @@ class JobEngine:
             if self.last_final_end is None or target > self.last_final_end:
                 self.last_final_end = target
         if advance_time is not None:
+            if self.aggregator is not None:
+                # Elastic's datafeed posts the summaries of every histogram bucket complete by then first
+                for t_agg, summary in self.aggregator.advance(advance_time):
+                    self._summary(summary, t_agg)
             if self.last_final_end is None:
                 self.last_final_end = int(math.floor(advance_time / self.span)) * self.span
             self.advance(advance_time + self.latency)
         if calc_interim and self.last_final_end is not None:
-            if self.aggregator is not None:
-                pass
             latency_buckets = int(math.ceil(self.latency / self.span))
             for k in range(latency_buckets + 1):
                 start = self.last_final_end + k * self.span
@@ -245,7 +288,7 @@ class JobEngine:
         """End of input: close every open bucket (final results)."""
         if self.aggregator is not None:
             for t_agg, summary in self.aggregator.flush():
-                self._record(summary, t_agg)
+                self._summary(summary, t_agg)
         if self.open:
             last = max(self.open)
             self.advance(last + self.span + self.latency)
@@ -253,6 +296,10 @@ class JobEngine:
 
     # ------------------------------------------------------------------ buckets
     def _finalize(self, start: int) -> None:
+        if self._lead_end is not None and start < self._lead_end and start not in self.open:
+            earliest = self.counts.earliest_record_timestamp
+            if earliest is None or start * 1000 < earliest - earliest % (self.span * 1000):
+                return  # an empty bucket before the first data, opened only for latency
         self._bucket(start, interim=False)
         self.open.pop(start, None)
 
@@ -293,24 +340,25 @@ class JobEngine:
         buckets = slot[0] if slot else [{} for _ in self.detectors]
         event_count = slot[1] if slot else 0.0
         t_ms = start * 1000
-        scheduled = None
-        for cal in self.calendars:
-            ev = cal.active_event(t_ms)
-            if ev is not None:
-                scheduled = ev
+        # Elastic widens each scheduled event to whole buckets (start floored, end ceiled to the span)
+        scheduled = sorted((ev for cal in self.calendars for ev in cal.events_in_bucket(t_ms, self.span * 1000)),
+                           key=lambda ev: (ev.start_ms, ev.end_ms, ev.description))
+        skip_result = any(ev.skip_result for ev in scheduled)
         leaves = []
         rule_eval = self._rule_eval if self.has_rules else None
+        if any(ev.skip_model_update for ev in scheduled):
+            rule_eval = _skipping_model_update(rule_eval)
         for det, bucket in zip(self.detectors, buckets):
             dl = det.close(start, bucket, interim, rule_eval)
-            if scheduled is not None and scheduled.skip_result:
+            if skip_result:
                 for lf in dl:
                     lf.skip_result = True
             leaves.extend(dl)
         if not interim:
             self.counts.bucket(t_ms, empty=event_count == 0, sparse=False)
         docs = self.scorer.score_bucket(start, leaves, event_count, interim)
-        if scheduled is not None:
-            docs[0]["scheduled_events"] = [scheduled.description]
+        if scheduled:
+            docs[0]["scheduled_events"] = [ev.description for ev in scheduled]
         if self.plot:
             docs.extend(self._model_plot(start, leaves, interim))
         if not interim and self.annotations:
@@ -390,6 +438,15 @@ class JobEngine:
                 "total_by_field_count": by_count, "total_over_field_count": over_count,
                 "total_partition_field_count": part_count, "bucket_allocation_failures_count": 0,
                 "memory_status": status, "timestamp": (self.last_final_end or 0) * 1000}
+
+
+def _skipping_model_update(rule_eval):
+    """A rule evaluator that also skips every model update (a scheduled event with skip_model_update)."""
+    def evaluate(det, key, x, t, phase, typical=None):
+        if phase == "update":
+            return True
+        return rule_eval is not None and rule_eval(det, key, x, t, phase, typical)
+    return evaluate
 
 
 def _key(lf):

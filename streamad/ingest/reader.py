@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 
 import orjson
@@ -62,13 +63,18 @@ def _number(text: str):
     if not (c.isdigit() or c in "+-."):
         return text
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         try:
             value = float(text)
         except ValueError:
             return text
         return value if value == value and value not in (float("inf"), float("-inf")) else text
+    # like "1e999", an integer beyond the float range stays text: no consumer can use it as a number
+    return value if -_FLOAT_MAX_INT <= value <= _FLOAT_MAX_INT else text
+
+
+_FLOAT_MAX_INT = int(sys.float_info.max)
 
 
 def iter_csv(stream, delimiter: str = ",") -> Iterator[Record]:
@@ -80,6 +86,8 @@ def iter_csv(stream, delimiter: str = ",") -> Iterator[Record]:
         return
     except csv.Error:
         return
+    if header and header[0].startswith("\ufeff"):  # a UTF-8 byte order mark (Excel's "CSV UTF-8")
+        header[0] = header[0][1:]
     width = len(header)
     while True:
         try:
@@ -98,15 +106,29 @@ def iter_csv(stream, delimiter: str = ",") -> Iterator[Record]:
         yield raw, {k: _number(v) for k, v in zip(header, row)}, None
 
 
-def read_records(path: str, fmt: str | None = None, delimiter: str = ",") -> Iterator[Record]:
+def read_records(path: str, fmt: str | None = None, delimiter: str | None = None) -> Iterator[Record]:
+    """Records of a file (or stdin); `delimiter` defaults to a tab for .tsv files, else a comma.
+
+    A damaged compressed stream (truncated or corrupt .gz) ends the input with one error record after
+    every record decoded before the damage.
+    """
     stream = _open_binary(path)
     try:
-        head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+        try:
+            head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+        except (OSError, EOFError):
+            head = b""
         kind = fmt or ("ndjson" if path == "-" else sniff_format(path, head))
-        if kind == "csv":
-            yield from iter_csv(stream, delimiter)
-        else:
-            yield from iter_ndjson(stream)
+        if delimiter is None:
+            name = path[:-3] if path.endswith(".gz") else path
+            delimiter = "\t" if name.endswith(".tsv") else ","
+        try:
+            if kind == "csv":
+                yield from iter_csv(stream, delimiter)
+            else:
+                yield from iter_ndjson(stream)
+        except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            yield b"", None, f"unreadable input: {exc}"
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()

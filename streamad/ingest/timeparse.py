@@ -68,12 +68,10 @@ def _compile(pattern: str, field: str):
         elif letter == "d":
             rx = r"\d{1,2}" if n == 1 else r"\d{2}"
             groups.append(("day", 0))
-        elif letter in "Hk":
+        elif letter in "HkhK":
+            # H: hour-of-day 0-23, k: clock-hour-of-day 1-24, h: clock-hour-of-am-pm 1-12, K: hour-of-am-pm 0-11
             rx = r"\d{1,2}" if n == 1 else r"\d{2}"
-            groups.append(("hour", 0))
-        elif letter in "hK":
-            rx = r"\d{1,2}" if n == 1 else r"\d{2}"
-            groups.append(("hour12", 0))
+            groups.append(({"H": "hour", "k": "hour1_24", "h": "hour12", "K": "hour0_11"}[letter], 0))
         elif letter == "m":
             rx = r"\d{1,2}" if n == 1 else r"\d{2}"
             groups.append(("minute", 0))
@@ -159,7 +157,10 @@ class TimeParser:
         if isinstance(value, (int, float)):
             if self._scale is None:
                 return None
-            t = float(value) * self._scale
+            try:
+                t = float(value) * self._scale
+            except OverflowError:  # an int beyond the float range (a CSV cell of hundreds of digits)
+                return None
             return t if math.isfinite(t) and _MIN_EPOCH_S <= t <= _MAX_EPOCH_S else None
         if not isinstance(value, str):
             return None
@@ -177,7 +178,7 @@ class TimeParser:
         if m is None:
             return None
         year, month, day, hour, minute, second, frac = 1970, 1, 1, 0, 0, 0, 0.0
-        hour12, pm, offset, doy = None, None, 0, None
+        hour12, hour0_11, pm, offset, doy = None, None, None, 0, None
         for (kind, width), raw in zip(self._groups, m.groups()):
             if kind == "year":
                 year = int(raw)
@@ -196,6 +197,13 @@ class TimeParser:
                 hour = int(raw)
             elif kind == "hour12":
                 hour12 = int(raw)
+            elif kind == "hour0_11":
+                hour0_11 = int(raw)
+            elif kind == "hour1_24":
+                hour = int(raw)
+                if not 1 <= hour <= 24:
+                    return None
+                hour %= 24
             elif kind == "minute":
                 minute = int(raw)
             elif kind == "second":
@@ -222,9 +230,18 @@ class TimeParser:
             if not 1 <= hour12 <= 12:
                 return None
             hour = hour12 % 12 + (12 if pm else 0)
+        elif hour0_11 is not None:
+            if not 0 <= hour0_11 <= 11:
+                return None
+            hour = hour0_11 + (12 if pm else 0)
         if not (1 <= month <= 12 and 0 <= hour <= 24 and minute < 60 and second < 61 and 1 <= year <= 9999):
             return None
+        if hour == 24 and (minute or second or frac):
+            return None  # Java accepts 24:00 (end of day) only
         if doy is not None:
+            leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+            if not 1 <= doy <= (366 if leap else 365):
+                return None
             days = days_from_civil(year, 1, 1) + doy - 1
         else:
             if not 1 <= day <= _days_in_month(year, month):

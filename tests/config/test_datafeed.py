@@ -188,9 +188,6 @@ def test_unsupported_or_malformed_queries_are_config_errors(dsl, rule):
     assert err.value.rule == rule
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query.compile_query: an unknown clause whose body does not have exactly "
-                                       "one field ({'query_string': {'query': ..., 'fields': ...}}) is reported as "
-                                       "query_single_field instead of query_not_supported")
 def test_unknown_clause_is_not_supported_whatever_its_body():
     for dsl in ({"query_string": {"query": "a", "default_field": "msg"}}, {"geo_distance": {}}):
         with pytest.raises(ConfigError) as err:
@@ -215,31 +212,22 @@ def test_datafeed_query_filters_records_before_counting():
     assert (c.input_record_count, c.processed_record_count, c.invalid_date_count) == (4, 3, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query._range_bound: numeric bounds with format epoch_millis stay in ms "
-                                       "while document dates are divided by 1000, so the Kibana-style "
-                                       "{gte: <epoch ms>, format: epoch_millis} range never matches")
 def test_range_numeric_epoch_millis_bounds():
     dsl = {"range": {"@timestamp": {"gte": T0_MS, "lte": T0_MS + 1000, "format": "epoch_millis"}}}
     assert matches(dsl, [{"@timestamp": T0_MS + 1}, {"@timestamp": T0_MS + 2000}]) == [True, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query.compile_query(bool): a negative integer minimum_should_match is "
-                                       "not turned into len(should)+msm (-1 of 3 should require 2, not 1)")
 def test_minimum_should_match_negative_integer():
     three = [{"term": {"a": 1}}, {"term": {"b": 1}}, {"term": {"c": 1}}]
     assert matches({"bool": {"should": three, "minimum_should_match": -1}}, [{"a": 1}]) == [False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query.compile_query(bool): '-25%' of 3 truncates int(-0.75) to 0, so no "
-                                       "should clause is required; Elasticsearch allows floor(0.75)=0 missing: all 3")
 def test_minimum_should_match_negative_percentage():
     three = [{"term": {"a": 1}}, {"term": {"b": 1}}, {"term": {"c": 1}}]
     assert matches({"bool": {"should": three, "minimum_should_match": "-25%"}}, [{}, {"a": 1, "b": 1}]) == [
         False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query._eq: keyword_string gives MISSING for objects/arrays/null, and "
-                                       "MISSING == MISSING, so terms [{..}] (or [null]) matches any non-scalar value")
 def test_terms_with_object_values_match_nothing():
     try:
         pred = compile_query({"terms": {"f": [{"a": 1}, None]}})
@@ -248,22 +236,15 @@ def test_terms_with_object_values_match_nothing():
     assert [pred(d) for d in ({"f": {"b": 2}}, {"f": [[1]]}, {"f": [None]})] == [False, False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query exists: [null] (an array of nulls) counts as existing; in "
-                                       "Elasticsearch null values are not indexed, so exists is false")
 def test_exists_array_of_nulls():
     assert matches({"exists": {"field": "f"}}, [{"f": [None]}, {"f": [None, None]}]) == [False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query range: include_lower/include_upper are accepted but ignored for "
-                                       "from/to ({from: 5, include_lower: false} still matches 5)")
 def test_range_from_to_include_flags():
     dsl = {"range": {"v": {"from": 5, "to": 10, "include_lower": False, "include_upper": False}}}
     assert matches(dsl, [{"v": 5}, {"v": 7}, {"v": 10}]) == [False, True, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG query._as_number: float() of a >308-digit int (CSV cells become ints) "
-                                       "raises OverflowError; the engine then counts the record in "
-                                       "input_record_count and in no outcome, breaking the data_counts sum")
 def test_range_on_huge_integer_is_a_non_match_and_counts_add_up():
     assert matches({"range": {"v": {"gte": 0}}}, [{"v": 10 ** 400}]) == [False]
     job = Job.from_dict({"job_id": "q", "analysis_config": {"bucket_span": "1h", "detectors": [{"function": "count"}]},
@@ -425,14 +406,33 @@ def test_aggregated_datafeed_feeds_summary_docs_to_the_job():
     assert buckets == {T0_MS: 1 + 2 + 3 + 4 + 5, T0_MS + 300_000: 6 + 7 + 8 + 9 + 10}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG engine/job.JobEngine.feed with aggregations: input_record_count and "
-                                       "input_bytes count raw events, not the summary docs the job receives "
-                                       "(Elastic: input_record_count = processed + out_of_order + invalid_date, "
-                                       "1216 summary docs for low_request_rate)")
 def test_aggregated_input_record_count_counts_summary_docs():
     events = [ev(T0 + 60 * k + i, "a", 10) for k in range(10) for i in range(k + 1)]
     counts, _ = run_agg_job(agg_job(HISTOGRAM_ONLY), events)
     assert counts.input_record_count == counts.processed_record_count == 10
+
+
+def test_flush_advance_time_emits_the_complete_histogram_buckets():
+    job = agg_job(HISTOGRAM_ONLY)
+    out: list[bytes] = []
+    runner = Runner([job], out.append)
+    engine = runner.engines[0]
+    for doc in [ev(T0 + 10, "a", 1), ev(T0 + 70, "a", 2), ev(T0 + 130, "a", 3)]:
+        engine.feed(orjson.dumps(doc), doc)
+    assert engine.counts.input_record_count == 2  # the minute of T0+130 is still open
+    engine.flush(advance_time=T0 + 180)
+    assert engine.counts.input_record_count == engine.counts.processed_record_count == 3
+    engine.finish()
+    assert engine.counts.input_record_count == 3
+
+
+def test_aggregated_counts_add_up_with_rejected_raw_events():
+    # rejected raw events (no valid time, or before the last final bucket) are counted as they are rejected;
+    # the summary docs are the job's other input records
+    events = [ev(T0 + 60 * k, "a", 10) for k in range(12)] + [{"time": "x", "value": 1}, ev(T0 + 1, "a", 1)]
+    counts, _ = run_agg_job(agg_job(HISTOGRAM_ONLY), events)
+    assert (counts.processed_record_count, counts.invalid_date_count, counts.out_of_order_timestamp_count) == (12, 1, 1)
+    assert counts.input_record_count == 14
 
 
 HISTOGRAM_THEN_TERMS = {"buckets": {"date_histogram": {"field": "time", "fixed_interval": "60s"}, "aggregations": {
@@ -440,9 +440,6 @@ HISTOGRAM_THEN_TERMS = {"buckets": {"date_histogram": {"field": "time", "fixed_i
     "host": {"terms": {"field": "host", "size": 10}, "aggregations": {"value": {"avg": {"field": "value"}}}}}}}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG aggregation.DatafeedAggregator._emit: a max(time) directly under the "
-                                       "date_histogram (where Elastic requires it) is computed per terms cell; "
-                                       "Elastic puts the histogram bucket's max on every terms doc")
 def test_histogram_level_max_time_is_shared_by_terms_docs():
     events = [ev(T0 + 0, "a", 1), ev(T0 + 10, "b", 3), ev(T0 + 20, "a", 5), ev(T0 + 59, "b", 7)]
     out = feed_all(DatafeedAggregator(HISTOGRAM_THEN_TERMS, "time"), events)
@@ -450,8 +447,6 @@ def test_histogram_level_max_time_is_shared_by_terms_docs():
         ("a", T0_MS + 59_000, 3.0, 2), ("b", T0_MS + 59_000, 5.0, 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG aggregation._Plan._walk: terms docs are keyed by the terms *field*; "
-                                       "Elastic's AggregationToJsonProcessor keys them by the aggregation *name*")
 def test_terms_doc_key_is_the_aggregation_name():
     aggs = {"buckets": {"date_histogram": {"field": "time", "fixed_interval": "1m"}, "aggs": {
         "time": {"max": {"field": "time"}}, "airline": {"terms": {"field": "airline.keyword"}}}}}
@@ -459,16 +454,16 @@ def test_terms_doc_key_is_the_aggregation_name():
     assert out[0][1] == {"airline": "AAL", "time": T0_MS, "doc_count": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG aggregation.DatafeedAggregator._emit: a metric with no numeric value "
-                                       "(avg of nothing) is emitted as null; Elastic omits non-finite metrics")
 def test_metric_without_values_is_omitted():
+    # Elastic's AggregationToJsonProcessor writes only finite metric values: avg/min/max of nothing (NaN,
+    # -/+Infinity) are omitted. Elasticsearch's sum of nothing is 0, not NaN (documented,
+    # elastic/elasticsearch#71978), so a sum stays with 0. (This test used to expect the sum omitted too.)
     out = feed_all(DatafeedAggregator(HISTOGRAM_ONLY, "time"), [ev(T0, "a", "n/a")])
-    assert "value" not in out[0][1] and "total" not in out[0][1]
+    doc = out[0][1]
+    assert "value" not in doc and "low" not in doc and "high" not in doc
+    assert doc["total"] == 0 and doc["doc_count"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG aggregation.DatafeedAggregator.feed: a document whose terms field is an "
-                                       "array is dropped (keyword_string(list) is MISSING); Elastic's terms "
-                                       "aggregation counts it in each value's bucket")
 def test_terms_on_array_field_counts_each_value():
     aggs = {"buckets": {"date_histogram": {"field": "time", "fixed_interval": "1m"}, "aggs": {
         "time": {"max": {"field": "time"}}, "tags": {"terms": {"field": "tags"}}}}}
@@ -476,8 +471,6 @@ def test_terms_on_array_field_counts_each_value():
     assert sorted((d["tags"], d["doc_count"]) for _, d in out) == [("x", 1), ("y", 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG aggregation._emit: only the innermost terms size is applied; an outer "
-                                       "terms size (size 1 on host above service) keeps every host")
 def test_outer_terms_size_is_applied():
     aggs = {"buckets": {"date_histogram": {"field": "time", "fixed_interval": "1m"}, "aggs": {
         "time": {"max": {"field": "time"}}, "host": {"terms": {"field": "host", "size": 1}, "aggs": {
@@ -487,9 +480,6 @@ def test_outer_terms_size_is_applied():
     assert {d["host"] for _, d in out} == {"a"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config/job.parse_datafeed: a date_histogram without a max aggregation on "
-                                       "the time field is accepted; Elastic rejects it ('Date histogram must have "
-                                       "nested max aggregation for time_field')")
 def test_histogram_without_max_time_is_rejected():
     with pytest.raises(ConfigError):
         agg_job({"buckets": {"date_histogram": {"field": "time", "fixed_interval": "1m"}, "aggs": {
