@@ -14,7 +14,7 @@ STATE_VERSION = 4
 # bookkeeping
 T_FIRST = 0  # first bucket time (s), NaN before the first update
 T_LAST = 1  # last update time (s)
-N_EFF = 2  # decayed number of updates (weight sum)
+N_EFF = 2  # number of updates, each counted by its weight (not aged)
 FLAGS_INT = 3  # 1 while every value seen is an integer
 FLAGS_NONNEG = 4  # 1 while every value seen is >= 0
 DERATE_T = 5  # outliers are damped less until this time (after a model change)

@@ -6,7 +6,9 @@ two-cluster fit wins by a BIC margin with at least 12 in each part, each part >=
 and the parts at least 4 sigma apart (X-means); a value far from every mode (tail p < 1e-5) opens
 a new mode; values update the modes by their responsibilities; modes closer than 2 sigma merge;
 with no free slot the two closest modes merge first. Mode weights age with the priors, so a mode that stops receiving data
-fades. The predictive is the weighted mixture of the modes' Student-t predictives.
+fades. The predictive is the weighted mixture of the modes' Student-t predictives; a young mode (under
+12 weight, not the heaviest) enters with a normal plug-in predictive instead, so that it gives
+recurring values at it their mass without a heavy tail that would floor every other probability.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ SPLIT_SIGMAS = 4.0
 SPLIT_MIN_COUNT = 12.0
 SPLIT_MIN_FRACTION = 0.05
 MIN_SHARE = 1e-4
+NU_NORMAL = 1e8  # degrees of freedom at which t_tails is the normal tail
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 @njit(cache=True)
@@ -167,10 +171,52 @@ def mm_age(S, i, alpha) -> None:
 
 
 @njit(cache=True)
-def mm_logpdf(S, i, z, vs, var_floor) -> float:
+def _young(S, i, j, wmax) -> bool:
+    """A mode is young until it has SPLIT_MIN_COUNT weight (unless it is the heaviest).
+
+    A young mode, opened by one or a few far values, takes part with a normal (not Student-t)
+    predictive: with nu ~ 2 its Cauchy-like tail would put a floor of about its share under the
+    probability of every later value, however extreme and on either side (Elastic's
+    CXMeansOnline1d only makes modes of >= 12 values), while a recurring value at the young
+    mode is still given the mass the mode has earned.
+    """
+    w = S[i, _col(j)]
+    return w < SPLIT_MIN_COUNT and w < wmax
+
+
+@njit(cache=True)
+def _weights(S, i):
     total = 0.0
+    wmax = 0.0
     for j in range(L.MM_MODES):
-        total += max(S[i, _col(j)], 0.0)
+        w = max(S[i, _col(j)], 0.0)
+        total += w
+        wmax = max(wmax, w)
+    return total, wmax
+
+
+@njit(cache=True)
+def _mode_scale(S, i, j, vs, var_floor, young) -> float:
+    """Predictive scale of mode j; a young mode's is its plug-in sd (no spread for the few values'
+    uncertain mean, which would make it as wide as the distance it was opened at)."""
+    if young:
+        return math.sqrt(max(_mode_var(S, i, j), var_floor, 1e-300) * vs)
+    return max(ng_scale(S, i, _col(j) + 1, vs), math.sqrt(var_floor * vs))
+
+
+@njit(cache=True)
+def _mode_logpdf(S, i, j, z, vs, var_floor, young) -> float:
+    c = _col(j)
+    scale = _mode_scale(S, i, j, vs, var_floor, young)
+    u = (z - S[i, c + 1]) / scale
+    if young:
+        return -0.5 * u * u - math.log(scale) - 0.5 * LOG_2PI
+    return t_logpdf(u, ng_nu(S, i, c + 1), scale)
+
+
+@njit(cache=True)
+def mm_logpdf(S, i, z, vs, var_floor) -> float:
+    total, wmax = _weights(S, i)
     if not (total > 0.0):
         return -1e300
     best = -1e300
@@ -178,8 +224,7 @@ def mm_logpdf(S, i, z, vs, var_floor) -> float:
     for j in range(L.MM_MODES):
         c = _col(j)
         if S[i, c] > 0.0:
-            scale = max(ng_scale(S, i, c + 1, vs), math.sqrt(var_floor * vs))
-            lp = math.log(S[i, c] / total) + t_logpdf((z - S[i, c + 1]) / scale, ng_nu(S, i, c + 1), scale)
+            lp = math.log(S[i, c] / total) + _mode_logpdf(S, i, j, z, vs, var_floor, _young(S, i, j, wmax))
         else:
             lp = -1e300
         lps[j] = lp
@@ -193,19 +238,18 @@ def mm_logpdf(S, i, z, vs, var_floor) -> float:
 @njit(cache=True)
 def mm_tail(S, i, z, vs, side, var_floor) -> float:
     """Weighted probability of a value at least as extreme, summed over the modes."""
-    total = 0.0
-    for j in range(L.MM_MODES):
-        total += max(S[i, _col(j)], 0.0)
+    total, wmax = _weights(S, i)
     if not (total > 0.0):
         return 1.0
     p = 0.0
     for j in range(L.MM_MODES):
         c = _col(j)
-        # a mode that has all but aged away (a share below MIN_SHARE) has a Cauchy-like tail
-        # that would put a floor under every probability: it takes no part
+        # a mode that has all but aged away (a share below MIN_SHARE) takes no part
         if S[i, c] > MIN_SHARE * total:
-            scale = max(ng_scale(S, i, c + 1, vs), math.sqrt(var_floor * vs))
-            F, G = t_tails((z - S[i, c + 1]) / scale, ng_nu(S, i, c + 1))
+            young = _young(S, i, j, wmax)
+            scale = _mode_scale(S, i, j, vs, var_floor, young)
+            nu = NU_NORMAL if young else ng_nu(S, i, c + 1)
+            F, G = t_tails((z - S[i, c + 1]) / scale, nu)
             p += S[i, c] / total * tail_p(F, G, side)
     return p
 

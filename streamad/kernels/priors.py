@@ -218,10 +218,17 @@ def ga_params(S, i, c):
 
 @njit(cache=True)
 def ga_update(S, i, c, y, w) -> None:
+    ga_update_var(S, i, c, y, w, 0.0)
+
+
+@njit(cache=True)
+def ga_update_var(S, i, c, y, w, extra_var) -> None:
+    """Add y with weight w; extra_var is known within-sample variance (1/12: integer dither), added
+    as E[log(y + u)] ~ log y - var/(2 y^2), which widens the ML shape by exactly that variance."""
     if y > 0.0 and w > 0.0:
         S[i, c] += w
         S[i, c + 1] += w * y
-        S[i, c + 2] += w * math.log(y)
+        S[i, c + 2] += w * (math.log(y) - 0.5 * extra_var / (y * y))
 
 
 @njit(cache=True)
@@ -232,13 +239,36 @@ def ga_age(S, i, c, alpha) -> None:
 
 
 @njit(cache=True)
+def digamma(k) -> float:
+    """psi(k) for k > 0: recurrence up to 8, then the asymptotic series."""
+    acc = 0.0
+    while k < 8.0:
+        acc -= 1.0 / k
+        k += 1.0
+    k2 = 1.0 / (k * k)
+    return acc + math.log(k) - 0.5 / k - k2 * (1.0 / 12.0 - k2 * (1.0 / 120.0 - k2 / 252.0))
+
+
+@njit(cache=True)
 def ga_shift(S, i, c, delta) -> None:
-    """Move the statistics to y + delta (exact for the sum, first-order for the sum of logs)."""
+    """Move the statistics to y + delta, keeping the fitted gamma's variance.
+
+    The sum moves exactly. The sum of logs is set so that the ML shape is the one of a gamma with
+    the new mean and the old variance: k' = k (mean'/mean)^2, log k' - psi(k') = log mean' - mean
+    log y'. (Keeping log mean - mean log y instead would keep the coefficient of variation, and a
+    large shift of the offset would stretch the distribution by mean'/mean.)
+    """
     n = S[i, c]
     if n > 0.0:
         mean = S[i, c + 1] / n
+        k, _rate = ga_params(S, i, c)
         S[i, c + 1] += delta * n
-        S[i, c + 2] += n * math.log((mean + delta) / mean) if mean > 0.0 and mean + delta > 0.0 else 0.0
+        if not (mean > 0.0 and mean + delta > 0.0):
+            return
+        k = k * ((mean + delta) / mean) ** 2
+        k = min(max(k, 0.05), 1e6)
+        s = max(math.log(k) - digamma(k), 1e-12)
+        S[i, c + 2] = n * (math.log(mean + delta) - s)
 
 
 @njit(cache=True)

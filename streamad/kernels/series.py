@@ -29,11 +29,18 @@ from streamad.kernels.special import norm_ppf
 
 DAY = 86400.0
 WEEK3 = 21.0 * DAY
+# Outliers are damped less early in a job (ELASTIC_MODEL §2.1: w_min = 0.01 + 0.49 derate, the derate
+# falling to 0 over 3 weeks). It falls no lower than this, so a far value always keeps a quarter of
+# its early weight (w_min ~ 0.13): recurring spikes and jumps of real data widen the residual model
+# instead of scoring as near-impossible at every recurrence, and a model that has settled on too
+# thin a tail can still learn that it was wrong.
+MIN_DERATE = 0.25
 DBL_MIN = 2.2250738585072014e-308
 EVENT_NONE, EVENT_LEVEL_SHIFT, EVENT_SEASONAL_ADDED, EVENT_SEASONAL_REMOVED = 0, 1, 2, 3
 MB_DECAY = 0.9
 MB_RHO = 0.45
 MB_MIN = 9.0
+MB_CLIP = 4.0  # residual sd at which the multi-bucket window clips a residual
 MAX_LOG_BF = 30.0  # a candidate's log weight never falls further than this below the best
 JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once it can take part
 CHANGE_START = DAY  # change detection starts this long after the first value
@@ -113,10 +120,17 @@ def mixture_tail(S, i, z, x, vs, side, integer, wts) -> float:
                 # outside the skewed candidate's support (its offset was learnt on other data):
                 # it cannot judge this value, and the normal candidate judges in its place
                 F, G = PR.t_tails((z - S[i, L.NM]) / PR.ng_scale(S, i, L.NM, vs), PR.ng_nu(S, i, L.NM))
-            elif c == L.C_LOGNORMAL:
-                F, G = PR.ln_tails(S, i, L.LN, y, vs)
             else:
-                F, G = PR.ga_tails(S, i, L.GA_N, y, vs)
+                if c == L.C_LOGNORMAL:
+                    F, G = PR.ln_tails(S, i, L.LN, y, vs)
+                else:
+                    F, G = PR.ga_tails(S, i, L.GA_N, y, vs)
+                if F < 0.5:
+                    # the short side, towards the support's edge that the offset put just below
+                    # the smallest value seen: the skewed fit says nothing about it beyond the
+                    # data, and is never allowed to be surer than the normal candidate there
+                    Fn, _Gn = PR.t_tails((z - S[i, L.NM]) / PR.ng_scale(S, i, L.NM, vs), PR.ng_nu(S, i, L.NM))
+                    F = max(F, Fn)
         elif c == L.C_POISSON:
             F, G = PR.po_tails(S, i, L.PO_A, x)
         else:
@@ -172,7 +186,6 @@ def _age(S, i, dt, decay) -> None:
     S[i, L.PO_B] *= alpha
     MM.mm_age(S, i, alpha)
     PR.ng_age(S, i, L.MB_M, alpha)
-    S[i, L.N_EFF] *= alpha
     for c in range(L.NCAND):
         if S[i, L.LW + c] > -math.inf:
             S[i, L.LW + c] *= alpha
@@ -272,11 +285,25 @@ def mb_feature_with(S, i, z) -> float:
 
 
 @njit(cache=True)
+def mb_spread(S, i) -> float:
+    """sqrt(sum w^2) / sum w of the window's geometric weights once the newest residual joins it."""
+    n = min(int(S[i, L.MB_CNT]), L.MB_LEN - 1) + 1
+    w = 1.0
+    s1 = 0.0
+    s2 = 0.0
+    for _ in range(n):
+        s1 += w
+        s2 += w * w
+        w *= MB_DECAY
+    return math.sqrt(s2) / s1
+
+
+@njit(cache=True)
 def mb_clip(S, i, z) -> float:
-    """A residual as the multi-bucket window keeps it: within 4 residual sd of the residual mean,
-    so that one spike cannot make the next buckets look anomalous as a run."""
+    """A residual as the multi-bucket window keeps it: within MB_CLIP residual sd of the residual
+    mean, so that one spike cannot make the next buckets look anomalous as a run."""
     m = S[i, L.NM]
-    half = 4.0 * PR.ng_scale(S, i, L.NM, 1.0)
+    half = MB_CLIP * PR.ng_scale(S, i, L.NM, 1.0)
     return min(max(z, m - half), m + half)
 
 
@@ -333,7 +360,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
             # outlier weight from the one-of-n tail (only when the normal candidate finds it far out)
             sd = PR.ng_scale(S, i, L.NM, 1.0)
             u = (z - S[i, L.NM]) / sd
-            derate = max(1.0 - (t - S[i, L.T_FIRST]) / WEEK3, 0.0)
+            derate = max(1.0 - (t - S[i, L.T_FIRST]) / WEEK3, MIN_DERATE)
             if S[i, L.DERATE_T] > t:
                 derate = max(derate, min((S[i, L.DERATE_T] - t) / (3.0 * DAY), 1.0))
             pv = 1.0
@@ -353,6 +380,13 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
                 if large > 0.0 and (S[i, L.CD_LEN] == 0.0 or sign == S[i, L.CD_SIGN]):
                     S[i, L.CD_LEN] += 1.0
                     S[i, L.CD_SUM] += dev * math.sqrt(vsi)
+                    S[i, L.CD_SIGN] = sign
+                elif large > 0.0:
+                    # a large error of the other sign ends the run: a level shift is one-signed,
+                    # and a run that only ended when the large-error rate fell could never end
+                    # while the errors stay large the other way (a shift back after a transient)
+                    S[i, L.CD_LEN] = 1.0
+                    S[i, L.CD_SUM] = dev * math.sqrt(vsi)
                     S[i, L.CD_SIGN] = sign
                 elif S[i, L.CD_FRAC] < 0.25:
                     S[i, L.CD_LEN] = 0.0
@@ -404,14 +438,20 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         r = xi - prediction(S, i, t, span)
         z = r / math.sqrt(vsi)
         extra = (1.0 / 12.0) / vsi if integer else 0.0
+        # the multi-bucket window keeps the residual clipped by the model that judged it, before
+        # a spike has widened that model (else the spike itself sets its own clip)
+        z_mb = mb_clip(S, i, z)
         PR.ng_update(S, i, L.NM, z, weight, extra)
         PR.ng_floor(S, i, L.NM, var_floor)
         if S[i, L.NM + 1] > 0.0 and S[i, L.NM + 3] > 0.0:
             _set_offset(S, i, z, vsi)
             y = z + S[i, L.OFFSET]
-            PR.ng_update(S, i, L.LN, math.log(y), weight, 0.0)
+            # integer data: the rounding dither enters the skewed candidates too (its variance on
+            # the log scale by the delta method), else on near-constant counts their variance
+            # collapses and they win the one-of-n with a point mass
+            PR.ng_update(S, i, L.LN, math.log(y), weight, extra / (y * y))
             PR.ng_floor(S, i, L.LN, 1e-8)
-            PR.ga_update(S, i, L.GA_N, y, weight)
+            PR.ga_update_var(S, i, L.GA_N, y, weight, extra)
         # the mixture is the candidate that must learn the tails the others call outliers, so it
         # takes tail values at full weight (else a real minority mode can never grow)
         MM.mm_update(S, i, z, wi * w_change, extra, var_floor)
@@ -422,7 +462,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         S[i, L.N_UPD] += 1.0
         # multi-bucket window of scaled residuals and its own prior
         pos = int(S[i, L.MB_POS])
-        S[i, L.MB_R + pos] = mb_clip(S, i, z)
+        S[i, L.MB_R + pos] = z_mb
         S[i, L.MB_POS] = (pos + 1) % L.MB_LEN
         S[i, L.MB_CNT] = min(S[i, L.MB_CNT] + 1.0, L.MB_LEN)
         if S[i, L.MB_CNT] >= MB_MIN:
@@ -526,7 +566,12 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         pm = 1.0
         if use_multi and P[L.P_MULTI] > 0.0 and S[i, L.MB_CNT] >= MB_MIN and S[i, L.MB_M + 1] > 0.0:
             feat = mb_feature_with(S, i, mb_clip(S, i, z))
-            mscale = PR.ng_scale(S, i, L.MB_M, 1.0)
+            # never surer than the single-bucket model allows: with independent residuals of the
+            # residual model's spread the window's weighted mean has spread sd * sqrt(sum w^2) /
+            # sum w. The feature's own prior learns from calm stretches, and after a jump has
+            # widened the residual model it would otherwise call every later bucket of a shift
+            # impossible for as long as it takes to learn the new spread
+            mscale = max(PR.ng_scale(S, i, L.MB_M, 1.0), mb_spread(S, i) * PR.ng_scale(S, i, L.NM, 1.0))
             F, G = PR.t_tails((feat - S[i, L.MB_M]) / mscale, PR.ng_nu(S, i, L.MB_M))
             # a run is anomalous in this bucket only if this bucket's own error continues it
             if (feat - S[i, L.MB_M]) * (z - S[i, L.NM]) > 0.0:

@@ -43,7 +43,7 @@ class ModelParams:
         P[L.P_SLOT] = slot if (self.seasonal and 86400 % slot == 0 and slot <= 14400) else 0.0
         # a level shift must last max(30 h, 5 test buckets) before it is accepted (§2.6)
         P[L.P_MIN_CHANGE] = float(math.ceil(max(30 * 3600, 5 * max(3600, span)) / span))
-        P[L.P_N_MIN] = 8.0
+        P[L.P_N_MIN] = 5.0
         for k, scale in enumerate(_TREND_SCALES):
             P[L.P_LEV_ALPHA + k] = min(max(span / scale, 1e-5), 1.0)
         return P

@@ -228,13 +228,6 @@ def test_metric_reports_min_or_max_for_one_outlier(outlier, feature):
     assert top["actual"] == [outlier]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels/modes.py mm_update: one value with tail p < SPAWN_P (1e-5) opens a new mode of weight "
-    "<= 1 and a = 0.5w + 0.5 (nu ~ 1.1, a Cauchy-like Student-t); its share of ~5e-4 stays above "
-    "mm_tail's MIN_SHARE (1e-4), and series.py mixture_tail adds w_multimodal (~0.1) x its tail "
-    "(~1e-4 even 30 sd out), so after a single earlier outlier every later value, however extreme "
-    "and on either side, scores p >= ~1e-5 and ranks below the smaller, earlier outlier (Elastic's "
-    "CXMeansOnline1d only splits off modes with >= 12 values and >= 5 % of the data)"))
 @pytest.mark.parametrize("function,first,second", [("mean", 125.0, 180.0), ("max", 125.0, 180.0),
                                                    ("min", 75.0, 20.0)])
 def test_larger_outlier_after_an_earlier_outlier_is_the_top_anomaly(function, first, second):
@@ -295,13 +288,6 @@ def test_low_distinct_count_ignores_many_new_values():
     assert_silent(records({"function": "low_distinct_count", "field_name": "user"}, events))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels/series.py: on near-constant integer data the log-normal and gamma residual candidates "
-    "learn no integer dither (ng_update(LN, ..., extra=0), ga_update) and _logpdfs scores the point "
-    "density instead of the mass of [x, x+1); their variance collapses, they win the one-of-n "
-    "weights after a run of equal values, and a value off by one that has occurred in ~4% of "
-    "buckets scores p ~ 5e-8 here (1e-29 and below on other data; 1e-36 at hour 12); Elastic "
-    "integrates every candidate over [n, n+1] for integer data)"))
 def test_distinct_count_near_constant_series_off_by_one_not_extreme():
     """10 requests an hour from users u0, u1, u2 (3 distinct), but only u0 and u1 (2 distinct) in
     9 of the 240 hours, about one hour in 27, the last two after a quiet spell of 80 hours.
@@ -466,12 +452,6 @@ def test_time_of_day_activity_at_unusual_hour(extra):
         assert top["by_field_value"] == "bob"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "models/bank.py ModelParams.vector P_N_MIN=8 with kernels/series.py score(): a series is only "
-    "scored once its decayed update count N_EFF >= 8, and N_EFF ages every elapsed bucket, so a "
-    "series with one bucket of data a day (the usual time_of_day case) cannot be anomalous before "
-    "~10 days; Elastic's priors are informative after a couple of samples and time_of_day is only "
-    "held back by q = exp(-(age/day)^4), i.e. for about two days"))
 def test_time_of_day_once_a_day_after_five_days():
     """One burst at 10:00 every day for five days, then at 03:00 on day six."""
     recs = records({"function": "time_of_day"}, _daily_events(6, 5, [10]))

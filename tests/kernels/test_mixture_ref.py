@@ -119,6 +119,20 @@ def test_multi_bucket_feature_is_geometric_mean_of_window():
         assert K.mb_feature(S, 0) == pytest.approx(np.sum(w * recent) / np.sum(w))
 
 
+def test_multi_bucket_spread_matches_weighted_mean_of_independent_residuals():
+    """mb_spread: sd of the window's weighted mean per unit residual sd, newest residual included."""
+    S = _row()
+    for cnt in range(0, L.MB_LEN + 3):
+        S[0, L.MB_CNT] = min(cnt, L.MB_LEN)
+        n = min(cnt, L.MB_LEN - 1) + 1
+        w = 0.9 ** np.arange(n)
+        assert K.mb_spread(S, 0) == pytest.approx(math.sqrt(np.sum(w * w)) / np.sum(w), rel=1e-12)
+    rng = np.random.default_rng(3)  # and empirically: the weighted mean of 12 unit normals
+    w = 0.9 ** np.arange(L.MB_LEN)
+    sims = (rng.normal(size=(20000, L.MB_LEN)) @ w) / w.sum()
+    assert np.std(sims) == pytest.approx(K.mb_spread(S, 0), rel=0.03)
+
+
 def test_candidate_weights_are_a_softmax_over_eligible_candidates():
     S = _row()
     for v in RNG.poisson(3.0, 200):
@@ -149,11 +163,39 @@ def test_mixture_tail_is_weighted_sum_of_candidate_tails():
     for z in (0.5, 6.0, 30.0, -3.0):
         y = z + 1.0
         normal = PR.t_tails((z - S[0, L.NM]) / PR.ng_scale(S, 0, L.NM, 1.0), PR.ng_nu(S, 0, L.NM))
-        # below the skewed candidates' support (y <= 0) the normal judges in their place
+        # below the skewed candidates' support (y <= 0) the normal judges in their place; on their
+        # short side (below their median) they are never surer than the normal
+        def skewed(F, G, normal=normal):
+            return (max(F, normal[0]), G) if F < 0.5 else (F, G)
+
         parts = [normal,
-                 PR.ln_tails(S, 0, L.LN, y, 1.0) if y > 0 else normal,
-                 PR.ga_tails(S, 0, L.GA_N, y, 1.0) if y > 0 else normal]
+                 skewed(*PR.ln_tails(S, 0, L.LN, y, 1.0)) if y > 0 else normal,
+                 skewed(*PR.ga_tails(S, 0, L.GA_N, y, 1.0)) if y > 0 else normal]
         for side in (-1, 0, 1):
             ref = sum(w * PR.tail_p(F, G, side) for w, (F, G) in zip(wts, parts))
             got = K.mixture_tail(S, 0, z, z, 1.0, side, False, wts)
             assert got == pytest.approx(min(max(ref, 2.2250738585072014e-308), 1.0), rel=1e-12)
+
+
+def test_young_mode_takes_part_with_a_normal_plug_in_predictive():
+    """A mode of fewer than SPLIT_MIN_COUNT weight (not the heaviest) is a normal at its own mean and
+    sd, with no Student-t tail: it gives recurring values at it their mass and puts no floor under
+    the probability of values far from every mode."""
+    S = _row()
+    c0, c1 = L.MM, L.MM + L.MM_STRIDE
+    S[0, c0:c0 + 5] = (200.0, 0.0, 200.0, 100.5, 100.5 * 4.0)  # sd 2
+    S[0, c1:c1 + 5] = (1.0, 50.0, 0.1, 0.55, 0.55 * 4.0)  # young: weight 1, sd 2, mean very uncertain
+    total = 201.0
+    nd = NormalDist(50.0, 2.0)
+    for z in (0.0, 3.0, 50.0, 53.0, 80.0, -40.0):
+        main = math.log(200 / total) + _ref_t_logpdf(z / _scale(200, 100.5, 402.0), 201.0, _scale(200, 100.5, 402.0))
+        young = math.log(1 / total) + math.log(nd.pdf(z)) if abs(z - 50) < 30 else -1e300
+        top = max(main, young)
+        ref = top + math.log(math.exp(main - top) + (math.exp(young - top) if young > -1e299 else 0.0))
+        if abs(z - 50) < 30:
+            assert MM.mm_logpdf(S, 0, z, 1.0, 1e-12) == pytest.approx(ref, rel=1e-9)
+        ref_p = 200 / total * 2 * student_t_sf(abs(z) / _scale(200, 100.5, 402.0), 201.0) \
+            + 1 / total * 2 * NormalDist().cdf(-abs(z - 50.0) / 2.0)
+        assert MM.mm_tail(S, 0, z, 1.0, 0, 1e-12) == pytest.approx(max(ref_p, 1e-300), rel=1e-6)
+    # 30 sd beyond the young mode the mixture is as small as the main mode alone makes it
+    assert MM.mm_tail(S, 0, 110.0, 1.0, 0, 1e-12) < 1e-30

@@ -199,3 +199,36 @@ def test_t_quantile_close_to_bisection():
                 mid = 0.5 * (lo + hi)
                 lo, hi = (mid, hi) if student_t_cdf(mid, nu) < p else (lo, mid)
             assert PR.t_quantile(z, nu) == pytest.approx(lo, rel=1e-6 if nu < 10 else 2e-3)
+
+
+def test_gamma_shift_keeps_variance():
+    """Shifting the gamma's offset moves its mean and keeps its spread (ML shape k (m'/m)^2)."""
+    for k_true, delta in ((3.0, 2.5), (40.0, 60.0), (0.7, 0.3)):
+        S = _row()
+        for v in RNG.gamma(k_true, 1.0, 2000):
+            PR.ga_update(S, 0, L.GA_N, float(v), 1.0)
+        k0, rate0 = PR.ga_params(S, 0, L.GA_N)
+        var0 = k0 / rate0 ** 2
+        PR.ga_shift(S, 0, L.GA_N, delta)
+        k1, rate1 = PR.ga_params(S, 0, L.GA_N)
+        assert k1 / rate1 == pytest.approx(k0 / rate0 + delta, rel=1e-9)
+        assert k1 / rate1 ** 2 == pytest.approx(var0, rel=0.03)
+
+
+def test_digamma_matches_reference():
+    for k in (0.05, 0.5, 1.0, 3.7, 8.0, 50.0, 1e5):
+        assert PR.digamma(k) == pytest.approx(_ref_digamma(k), rel=1e-12, abs=1e-12)
+
+
+def test_gamma_dither_adds_the_known_variance():
+    """Constant integer values with the 1/12 rounding dither: the ML gamma has variance ~1/12."""
+    S = _row()
+    for _ in range(500):
+        PR.ga_update_var(S, 0, L.GA_N, 40.0, 1.0, 1.0 / 12.0)
+    k, rate = PR.ga_params(S, 0, L.GA_N)
+    assert k / rate == pytest.approx(40.0)
+    assert k / rate ** 2 == pytest.approx(1.0 / 12.0, rel=0.02)
+    T = _row()
+    for v in (3.0, 5.0, 8.0):
+        PR.ga_update_var(T, 0, L.GA_N, v, 0.5, 0.2)
+    assert T[0, L.GA_L] == pytest.approx(sum(0.5 * (math.log(v) - 0.1 / v ** 2) for v in (3.0, 5.0, 8.0)))

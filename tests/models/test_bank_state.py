@@ -76,7 +76,8 @@ def test_no_nan_ever_reaches_a_probability(side):
     for b in range(1500):
         t = b * span if b < 700 else b * span + 40 * DAY  # a long gap
         x = np.array([
-            7.0,                                  # constant
+            7.25,                                 # constant (not integer: for integer data a
+                                                  # step of 1 is within the rounding dither)
             rng.normal(0, 1),                     # noise
             float(rng.poisson(0.05)),             # sparse counts
             rng.normal(1e12, 1e3),                # huge level, tiny relative spread
@@ -92,8 +93,8 @@ def test_no_nan_ever_reaches_a_probability(side):
         assert np.all(np.isfinite(sc.multi_bucket_impact)) and np.all(np.abs(sc.multi_bucket_impact) <= 5.0)
         assert np.all(np.isfinite(sc.typical)) and np.all(np.isfinite(sc.lower)) and np.all(np.isfinite(sc.upper))
     # the constant series: its own value is normal, anything else (on the scored side) is anomalous
-    other = 6.0 if side < 0 else 8.0
-    sc = bank.score(np.array([0, 0], dtype=np.int64), t, np.array([7.0, other]), 1.0)
+    other = 6.25 if side < 0 else 8.25
+    sc = bank.score(np.array([0, 0], dtype=np.int64), t, np.array([7.25, other]), 1.0)
     assert sc.probability[0] > 0.1 and sc.probability[1] < 1e-6
 
 
