@@ -46,7 +46,7 @@ def _count_fields(doc: dict) -> int:
     return len(doc)
 
 
-def _check_filters(job: Job, filters: dict[str, Filter]) -> None:
+def check_filters(job: Job, filters: dict[str, Filter]) -> None:
     """Every filter a rule scope names must be known before the first bucket closes."""
     for det in job.detectors:
         for r, rule in enumerate(det.custom_rules):
@@ -70,7 +70,7 @@ class JobEngine:
         self.emit = emit
         self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
         self.filters = filters or {}
-        _check_filters(job, self.filters)
+        check_filters(job, self.filters)
         self.calendars = tuple(c for c in calendars if c.applies_to(job.job_id, job.groups))
         self.span = job.bucket_span_s
         self.latency = job.analysis_config.latency_s

@@ -14,6 +14,7 @@ from faust.web import View
 
 from streamad.config.errors import ConfigError
 from streamad.config.job import Job, parse_datafeed
+from streamad.engine.job import check_filters
 from streamad.runtime import metrics
 from streamad.runtime.results import _bool, _time_ms, query
 
@@ -56,6 +57,8 @@ class Api:
             raise ApiError(400, "resource_already_exists_exception",
                            f"The job cannot be created with the Id '{job_id}'. The Id is already used.")
         job = Job.from_dict(body, job_id=job_id)
+        # the worker keeps no filter lists yet (no _ml/filters API): a rule scope could never resolve
+        check_filters(job, {})
         config = job.to_dict()
         config["create_time"] = int(time.time() * 1000)
         feed = config.pop("datafeed_config", None)
@@ -173,7 +176,8 @@ class Api:
             raise ApiError(409, "status_exception", f"A datafeed already exists for job [{job_id}]")
         entry = self._job(job_id)
         job = Job.from_dict(entry["config"])
-        feed = parse_datafeed({**body, "datafeed_id": feed_id}, job_id, job.bucket_span_s).to_dict()
+        feed = parse_datafeed({**body, "datafeed_id": feed_id}, job_id, job.bucket_span_s,
+                              time_field=job.data_description.time_field).to_dict()
         await self.registry.put(f"datafeed/{feed_id}", {"config": feed, "state": "stopped"})
         return feed
 

@@ -48,7 +48,11 @@ class Worker:
         self.rewinding: set[str] = set()
         self._feeds: dict = {}
         self._caught_up: set = set()
+        self._lookback: dict = {}  # datafeed key -> targets when its lookback began
+        self._final: dict = {}  # datafeed key -> targets when its end was reached
         self._last_tick: dict[str, float] = {}
+        self._ending: set[str] = set()
+        self._stale: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset read before a seek
         self.app = self._make_app()
         from streamad.runtime.api import install
 
@@ -100,8 +104,13 @@ class Worker:
 
     # ------------------------------------------------------------------ router
     async def _route(self, stream) -> None:
+        # the registry must be replayed first: an event read while it is still empty would be
+        # dropped as read by no job, and its offset committed
+        await self.registry.ready.wait()
         async for event in stream.events():
             msg = event.message
+            if not self._fresh(msg):
+                continue
             jobs = self.jobs_reading(msg.topic)
             if not jobs:
                 continue
@@ -109,6 +118,21 @@ class Worker:
             head = orjson.dumps({"t": msg.topic, "p": msg.partition, "o": msg.offset})
             for job_id in jobs:
                 await self.work_topic.send(key=job_id.encode(), value=envelope.sourced(head, raw))
+
+    def _fresh(self, msg) -> bool:
+        """False for a message fetched before one of our seeks and delivered after it.
+
+        After a seek back, the re-read stream delivers an offset at or below the old read offset
+        before anything above it (that offset exists: it was read); anything above it that comes
+        first was fetched before the seek. Applying it would move a job past the re-read events."""
+        key = (msg.topic, msg.partition)
+        last = self._stale.get(key)
+        if last is None:
+            return True
+        if msg.offset > last:
+            return False
+        del self._stale[key]
+        return True
 
     def jobs_reading(self, topic: str) -> list[str]:
         out = []
@@ -162,12 +186,31 @@ class Worker:
             self.app.flow_control.clear()
             try:
                 await consumer.wait_for_stopped_flow()
+                # messages already fetched past the read offset can still be delivered after the
+                # seeks below, ahead of the re-read ones: `_fresh` drops them until the re-read
+                # stream reaches the old read offset
+                before = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
                 await consumer.perform_seek()
+                after = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
                 for tp in tps:
                     offset = targets[tp]
                     await consumer.seek(tp, offset)
                     # Faust skips offsets <= its read offset: make the target itself readable again
                     consumer._read_offset[tp] = offset - 1 if offset > 0 else None  # noqa: SLF001
+                    # Faust ignores acks below its committed offset and never commits backwards:
+                    # reset its bookkeeping for the partition and commit the rewound position now,
+                    # or a crash before the re-read events are forwarded resumes past them (lost)
+                    for book in (consumer._acked, consumer._acked_index, consumer._gap):  # noqa: SLF001
+                        book.pop(tp, None)
+                    consumer._committed_offset[tp] = offset  # noqa: SLF001
+                await consumer._commit({tp: targets[tp] for tp in tps})  # noqa: SLF001
+                after.update(targets)
+                for tp in assignment:
+                    last, first = before.get(tp), after.get(tp)
+                    if last is not None and first is not None and first <= last:
+                        self._stale[(tp.topic, tp.partition)] = last  # a seek back: see `_fresh`
+                    else:
+                        self._stale.pop((tp.topic, tp.partition), None)
             finally:
                 consumer.resume_partitions(assignment)
                 self.app.flow_control.resume()
@@ -195,17 +238,23 @@ class Worker:
 
     # ------------------------------------------------------------------ real time
     async def _realtime(self) -> None:
-        """Real-time datafeeds (started without `end`): once the lookback has caught up with the
-        topics, every `frequency` the job's owner appends flush(calc_interim, advance_time = now -
-        query_delay), as Elastic's datafeed does after each search: buckets close on time even when
-        no event comes (low_count sees the zeros of an outage) and the open bucket has interim results."""
+        """Started datafeeds, on the job's owner, once the job has applied its lookback (every event
+        on its topics when the datafeed started, see `_targets`):
+
+        - every `frequency`, append flush(calc_interim, advance_time = now - query_delay), as Elastic's
+          datafeed does after each search: buckets close on time even when no event comes (low_count
+          sees the zeros of an outage) and the open bucket has interim results;
+        - a datafeed with an `end` stops once now - query_delay reaches it and the job has applied
+          every event on its topics at that moment, and closes its job as Elastic does ("when a
+          datafeed that has a specified end date stops, it automatically closes the job").
+        """
         if not self.ready:
             return
         now = time.time()
         for feed in list(self.registry.datafeeds.values()):
             cfg = feed["config"]
             job_id = cfg["job_id"]
-            if feed.get("state") != "started" or feed.get("end") is not None or job_id in self.rewinding:
+            if feed.get("state") != "started" or job_id in self.rewinding or job_id in self._ending:
                 continue
             if not self._owns(job_id):
                 continue
@@ -214,20 +263,41 @@ class Worker:
                 continue
             from streamad.config.job import Job, parse_datafeed
 
-            key = (job_id, feed.get("start"))
+            key = (job_id, feed.get("start"), feed.get("end"))
             parsed = self._feeds.get(key)
             if parsed is None:
                 parsed = parse_datafeed(cfg, job_id, Job.from_dict(job["config"]).bucket_span_s)
                 self._feeds[key] = parsed
             if key not in self._caught_up:
-                if not await self._lookback_done(cfg.get("indices", [])):
+                if key not in self._lookback:
+                    self._lookback[key] = await self._targets(cfg.get("indices", []), feed.get("start"))
+                if not self._applied(job_id, self._lookback[key]):
                     continue
                 self._caught_up.add(key)
+            end = feed.get("end")
+            if end is not None and now - parsed.query_delay_s >= end / 1000.0:
+                if key not in self._final:
+                    self._final[key] = await self._targets(cfg.get("indices", []), feed.get("start"))
+                if self._applied(job_id, self._final[key]):
+                    self._ending.add(job_id)
+                    asyncio.ensure_future(self._end_datafeed(job_id))
+                continue
             if now - self._last_tick.get(job_id, 0.0) < parsed.frequency_s:
                 continue
             self._last_tick[job_id] = now
             await self.send_control(job_id, "flush", calc_interim=True,
                                     advance_time=now - parsed.query_delay_s)
+
+    async def _end_datafeed(self, job_id: str) -> None:
+        from streamad.runtime.api import Api
+
+        try:
+            await Api(self).close_job(job_id)
+            log.info("datafeed of %s reached its end: datafeed stopped, job closed", job_id)
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick
+            log.error("closing %s at its datafeed end failed: %s", job_id, exc)
+        finally:
+            self._ending.discard(job_id)
 
     def _owns(self, job_id: str) -> bool:
         from aiokafka.partitioner import DefaultPartitioner
@@ -238,27 +308,43 @@ class Worker:
         p = DefaultPartitioner()(job_id.encode(), list(range(self.settings.partitions)), [])
         return p in parts
 
-    async def _lookback_done(self, patterns: list[str]) -> bool:
-        """True when the group has committed every input partition of these topics to its end."""
+    def _applied(self, job_id: str, targets: dict[str, int]) -> bool:
+        """True when the job has applied, on every input partition, the event before each target."""
+        slot = self.processor.slots.get(job_id)
+        if slot is None:
+            if targets:  # not loaded here since a restart or rebalance: a tick makes the detector load it
+                asyncio.ensure_future(self.send_control(job_id, "tick"))
+            return not targets
+        return all(slot.sources.get(where, -1) >= end - 1 for where, end in targets.items())
+
+    async def _targets(self, patterns: list[str], start_ms: int | None) -> dict[str, int]:
+        """The end offset of each input partition of these topics that holds an event at or after
+        the datafeed's start ("topic:partition" -> offset): what the job must apply to be caught up."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
+        names = [t for t in self.input_topics.topics if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
+        if not names:
+            return {}
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
         client = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
                                   **self.settings.client_kwargs())
         await admin.start()
         await client.start()
         try:
-            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+            # partitions from a metadata request: a fresh consumer knows no topic
             tps = []
-            for topic in self.input_topics.topics:
-                if any(fnmatch.fnmatchcase(topic, p) for p in patterns):
-                    for part in sorted(client.partitions_for_topic(topic) or []):
-                        tps.append(TopicPartition(topic, part))
+            for info in await admin.describe_topics(names):
+                tps.extend(TopicPartition(info["topic"], part["partition"]) for part in info.get("partitions") or [])
             if not tps:
-                return True
+                return {}
             ends = await client.end_offsets(tps)
-            return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps)
+            if start_ms is None:
+                firsts = await client.beginning_offsets(tps)
+            else:
+                hits = await client.offsets_for_times({tp: int(start_ms) for tp in tps})
+                firsts = {tp: hits[tp].offset if hits.get(tp) is not None else ends[tp] for tp in tps}
+            return {f"{tp.topic}:{tp.partition}": ends[tp] for tp in tps if firsts[tp] < ends[tp]}
         finally:
             await client.stop()
             await admin.close()
@@ -268,9 +354,13 @@ class Worker:
         async for event in stream.noack().events():
             job_id = (event.key or b"").decode("utf-8", "replace")
             msg = event.message
+            if not self._fresh(msg):
+                continue  # not acked: it comes again, in order
             slot = self.processor.slots.get(job_id)
             if slot is None:
                 slot = self.processor.load(job_id, self._table_get)
+                log.info("job %s loaded from the table at work offset %s: %s", job_id, msg.offset,
+                         None if slot is None else (slot.next_offset, slot.sources))
             started = time.perf_counter()
             outputs = self.processor.apply(job_id, msg.offset, msg.value)
             if outputs is None:  # already applied before a restart or rebalance
@@ -325,6 +415,9 @@ class Worker:
         new_chunks = len(writes) - 1
         for i in range(new_chunks, old_chunks):
             self.table.pop(f"{job_id}\x00{i}", None)
+        # the changelog must hold the snapshot before its events are acked: otherwise a committed
+        # offset can pass a snapshot that a rebalance's table recovery (or a crash) then never sees
+        await self.app.producer.flush()
         metrics.SNAPSHOT_BYTES.labels(job_id).set(size)
         slot = self.processor.slots[job_id]
         if slot.engine is not None:
@@ -360,12 +453,14 @@ class Worker:
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
         self.processor.forget()
+        self._stale.clear()
         self.pending.clear()
         self.inflight.clear()
         self.ready = False
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
         self.processor.forget()
+        self._stale.clear()
         self.pending.clear()
         self.inflight.clear()
         self.ready = True

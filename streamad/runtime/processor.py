@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from streamad.config.errors import ConfigError
 from streamad.config.job import Job
 from streamad.engine.job import JobEngine
 from streamad.ingest.reader import decode_json
@@ -138,9 +139,12 @@ class JobProcessor:
     def _control(self, slot: JobSlot, job_id: str, cmd: dict) -> None:
         kind = cmd["type"]
         if kind == "open":
-            job = Job.from_dict(cmd["job"])
             if slot.engine is None:
-                slot.engine = JobEngine(job, self._emit, self._dead_letter)
+                try:
+                    slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter)
+                except ConfigError as exc:  # a job the API would refuse today: never stop the worker
+                    self._dead_letter(orjson.dumps(cmd), job_id, f"bad job: {exc}")
+                    return
             slot.closed = False
         elif slot.engine is None:
             return
