@@ -45,6 +45,9 @@ MAX_LOG_BF = 30.0  # a candidate's log weight never falls further than this belo
 JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once it can take part
 CHANGE_START = DAY  # change detection starts this long after the first value
 Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
+RUN_FULL = 12.0  # buckets of a one-signed run of large errors that are scored at full weight
+RUN_MIN_POWER = 0.1  # the least weight of a bucket deep inside a run
+RUN_NEWS = 1.2  # a bucket beyond this multiple of its run's mean error is news, scored in full
 MAX_ABS = 1e100  # larger magnitudes are not learned (their squares would overflow) and score as extreme
 
 
@@ -484,6 +487,24 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
 
 
 @njit(cache=True)
+def run_power(run_len, dev, run_mean) -> float:
+    """Weight of log p for a bucket whose error dev continues a run of run_len large errors with
+    mean error run_mean (same units).
+
+    A sustained change that the model has not (yet) accepted says the same thing bucket after
+    bucket: its first RUN_FULL buckets carry the news, later ones like them count for
+    RUN_FULL / run_len of it, no less than RUN_MIN_POWER (ELASTIC_MODEL §3.4: buckets of an
+    anomaly episode that look like the episode so far are less surprising). An error of the
+    other sign or well beyond the run's mean is news and keeps its full weight.
+    """
+    if not (run_len > RUN_FULL) or not (dev * run_mean > 0.0):
+        return 1.0
+    if abs(dev) > RUN_NEWS * abs(run_mean):
+        return 1.0
+    return max(RUN_FULL / run_len, RUN_MIN_POWER)
+
+
+@njit(cache=True)
 def _joint2(p1, p2, rho) -> float:
     """Joint probability of two less likely samples with correlation rho (§3.3), chi2 with 2 dof."""
     z1 = -norm_ppf(max(p1, DBL_MIN) / 2.0)
@@ -577,6 +598,9 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
             if (feat - S[i, L.MB_M]) * (z - S[i, L.NM]) > 0.0:
                 pm = PR.tail_p(F, G, side)
         p = _joint2(ps, pm, MB_RHO) if pm < 1.0 else ps
+        if S[i, L.CD_LEN] > RUN_FULL and S[i, L.CD_FRAC] > 0.25:
+            run_mean = S[i, L.CD_SUM] / S[i, L.CD_LEN]
+            p = math.exp(math.log(max(p, DBL_MIN)) * run_power(S[i, L.CD_LEN], xs - pred - loc, run_mean))
         prob[k] = min(max(p, DBL_MIN), 1.0)
         p_single[k] = ps
         p_multi[k] = pm

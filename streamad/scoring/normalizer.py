@@ -114,7 +114,11 @@ class Normalizer:
 
     def __init__(self, bucket_span: int, decay: float = 0.0005):
         self.bucket_span = bucket_span
-        self.decay = decay * max(bucket_span / 1800.0, 1.0)
+        # the job's decay rate is per standard (30 min) bucket, derated for shorter buckets (§0);
+        # the max scores age at it rescaled to a per-bucket rate for longer ones, the digest at it
+        # once every QUANTILE_DECAY_INTERVALS sampling intervals (§4.3)
+        self.digest_decay = decay * min(bucket_span / 1800.0, 1.0)
+        self.decay = self.digest_decay * max(bucket_span / 1800.0, 1.0)
         self.count_per_sample = count_per_sample(bucket_span)
         self.digest = Digest()
         self.max_scores: dict[str, list] = {}  # scope -> [max score, buckets since last seen]
@@ -150,7 +154,7 @@ class Normalizer:
             self.interval_buckets = 0
             self.intervals += 1
             if self.intervals % QUANTILE_DECAY_INTERVALS == 0:
-                self.digest.age(math.exp(-self.decay * QUANTILE_DECAY_INTERVALS * self.count_per_sample))
+                self.digest.age(math.exp(-self.digest_decay))
         factor = math.exp(-2.0 * self.decay)
         forget = []
         for scope, entry in self.max_scores.items():

@@ -47,6 +47,27 @@ def test_level_shift_after_a_transient_of_the_other_sign_is_accepted():
     assert abs(scores[-1].typical[0] - 35.0) < 1.5
 
 
+def test_buckets_deep_in_an_unaccepted_shift_weigh_less_but_a_bigger_jump_is_news():
+    """While a shift waits its ~30 h to be accepted, its buckets say the same thing again and again:
+    after the first RUN_FULL buckets of the run the log probability of a bucket like the run so
+    far is weighted RUN_FULL / run length (ELASTIC_MODEL §3.4), while a bucket well beyond the
+    run's mean error is still scored in full."""
+    span = 600
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(4)
+    times = np.arange(0, 4 * DAY, span)
+    _run(bank, idx, times, 50.0 + rng.normal(0, 1.0, times.size))
+    shift = np.arange(4 * DAY, 4 * DAY + 45 * span, span)
+    scores = _run(bank, idx, shift, 60.0 + rng.normal(0, 1.0, shift.size))
+    surprise = [-math.log10(s.probability[0]) for s in scores]
+    assert max(surprise[:15]) > 20.0
+    assert np.mean(surprise[35:]) < 0.4 * max(surprise[:15])
+    assert all(e.kind != "level_shift" for e in bank.pop_events())
+    jump = bank.score(idx, int(shift[-1]) + span, np.array([90.0]), 1.0)
+    assert jump.probability[0] < 1e-50
+
+
 def test_daily_pattern_learned_trough_drop_flagged_peak_not():
     span = 900
     bank = SeriesBank(ModelParams(bucket_span=span))
