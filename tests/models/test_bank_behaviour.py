@@ -25,17 +25,23 @@ def _run(bank: SeriesBank, idx, times, values):
     return out
 
 
+def _steady(span: int, seed: int, days: int, level: float = 50.0):
+    """A bank with one series that has learned `days` of noisy level `level` at this bucket span."""
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(seed)
+    times = np.arange(0, days * DAY, span)
+    _run(bank, idx, times, level + rng.normal(0, 1.0, times.size))
+    return bank, idx, rng
+
+
 def test_level_shift_after_a_transient_of_the_other_sign_is_accepted():
     """A rise that ends before it could be accepted, then a lasting drop: the drop's run of large
     errors starts afresh at the first large error of the other sign, so the drop is absorbed
     after the usual ~30 h (a run that could only end once large errors became rare would never
     end while they stay large the other way)."""
     span = 600
-    bank = SeriesBank(ModelParams(bucket_span=span))
-    idx = bank.add(1)
-    rng = np.random.default_rng(12)
-    times = np.arange(0, 6 * DAY, span)
-    _run(bank, idx, times, 50.0 + rng.normal(0, 1.0, times.size))
+    bank, idx, rng = _steady(span, 12, 6)
     up = np.arange(6 * DAY, 6 * DAY + 20 * 3600, span)
     _run(bank, idx, up, 65.0 + rng.normal(0, 1.0, up.size))
     bank.pop_events()
@@ -53,11 +59,7 @@ def test_buckets_deep_in_an_unaccepted_shift_weigh_less_but_a_bigger_jump_is_new
     far is weighted RUN_FULL / run length (ELASTIC_MODEL §3.4), while a bucket well beyond the
     run's mean error is still scored in full."""
     span = 600
-    bank = SeriesBank(ModelParams(bucket_span=span))
-    idx = bank.add(1)
-    rng = np.random.default_rng(4)
-    times = np.arange(0, 4 * DAY, span)
-    _run(bank, idx, times, 50.0 + rng.normal(0, 1.0, times.size))
+    bank, idx, rng = _steady(span, 4, 4)
     shift = np.arange(4 * DAY, 4 * DAY + 45 * span, span)
     scores = _run(bank, idx, shift, 60.0 + rng.normal(0, 1.0, shift.size))
     surprise = [-math.log10(s.probability[0]) for s in scores]
