@@ -192,6 +192,13 @@ class Worker:
                 before = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
                 await consumer.perform_seek()
                 after = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
+                for tp in assignment:
+                    if after[tp] is None and before[tp] is not None and tp not in tps:
+                        # nothing committed yet: perform_seek left the position where it was, so
+                        # the buffered messages just cleared would never come again; read the
+                        # partition from its start (replays are skipped by position)
+                        await consumer.seek(tp, 0)
+                        after[tp] = 0
                 for tp in tps:
                     offset = targets[tp]
                     await consumer.seek(tp, offset)
