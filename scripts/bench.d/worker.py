@@ -122,12 +122,14 @@ def put_open(url: str, bodies: dict[str, dict]) -> None:
             raise RuntimeError(f"open {name}: {status} {resp}")
 
 
-def start_feeds(url: str, names, end_ms: int) -> None:
-    """Start each datafeed as a lookback over [beginning, end_ms), as tests/worker/test_worker.py does
-    (without `end` a datafeed is real-time: once caught up the worker also flushes with advance_time =
-    now - query_delay, which on these 2023 event times would close every bucket up to today)."""
+def start_feeds(url: str, names, end_ms: int | None) -> None:
+    """Start each datafeed as a lookback over [beginning, end_ms), as tests/worker/test_worker.py does:
+    the events are on the topic already, and once read the datafeed stops and closes its job (as
+    Elastic's does). end_ms None: a real-time datafeed (give it a `frequency` longer than the run, or
+    its flushes with advance_time = now - query_delay close every bucket of these 2023 times)."""
     for name in names:
-        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start?end={end_ms}")
+        query = "" if end_ms is None else f"?end={end_ms}"
+        status, resp = http("POST", f"{url}/_ml/datafeeds/datafeed-{name}/_start{query}")
         if status != 200 or not resp.get("started"):
             raise RuntimeError(f"start datafeed-{name}: {status} {resp}")
 
@@ -541,8 +543,12 @@ def main() -> int:
                 try:
                     common.log(f"worker: watermark-to-result delay, {series} series x {buckets} buckets")
                     job = f"lat{k}"
-                    put_open(w.url, {job: common.highcard_body(job, topic_k)})
-                    start_feeds(w.url, [job], (common.T0 + (buckets + 2) * 3600) * 1000)
+                    # events are produced while the job runs: a real-time datafeed whose wall-clock
+                    # flushes never come (buckets close on event time only)
+                    body = common.highcard_body(job, topic_k)
+                    body["datafeed_config"]["frequency"] = "36500d"
+                    put_open(w.url, {job: body})
+                    start_feeds(w.url, [job], None)
                     try:
                         lat = latency(w.url, f"l{k}{tag}", topic_k, job, series, buckets)
                     except Stalled:
