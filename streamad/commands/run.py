@@ -32,19 +32,8 @@ def run(args) -> int:
     for path, key, make in ((args.filters, "filters", Filter.from_dict), (args.calendars, "calendars", Calendar.from_dict)):
         if not path:
             continue
-        try:
-            with open(path, "rb") as f:
-                body = orjson.loads(f.read())
-            if isinstance(body, dict) and isinstance(body.get(key), list):  # as GET _ml/<key> returns them
-                body = body[key]
-            if not isinstance(body, list):
-                raise ConfigError(key, "list_required", f"the {key} file must hold a JSON list")
-            objs = [make(b) for b in body]
-        except ConfigError as exc:
-            print(f"streamad run: invalid {key} {path}: {exc}", file=sys.stderr)
-            return 2
-        except (OSError, orjson.JSONDecodeError) as exc:
-            print(f"streamad run: cannot read {key} {path}: {exc}", file=sys.stderr)
+        objs = _read(path, key, lambda body, key=key, make=make: [make(b) for b in _listed(body, key)])
+        if objs is _BAD:
             return 2
         if key == "filters":
             filters = {f.filter_id: f for f in objs}
@@ -52,15 +41,10 @@ def run(args) -> int:
             calendars = tuple(objs)
     jobs = []
     for path in args.job:
-        try:
-            with open(path, "rb") as f:
-                jobs.append(Job.from_dict(orjson.loads(f.read()), filters=filters))
-        except ConfigError as exc:
-            print(f"streamad run: invalid job {path}: {exc}", file=sys.stderr)
+        job = _read(path, "job", lambda body: Job.from_dict(body, filters=filters))
+        if job is _BAD:
             return 2
-        except (OSError, orjson.JSONDecodeError) as exc:
-            print(f"streamad run: cannot read job {path}: {exc}", file=sys.stderr)
-            return 2
+        jobs.append(job)
     out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
     dead = open(args.dead_letter, "wb") if args.dead_letter else None  # noqa: SIM115
     buf: list[bytes] = []
@@ -111,3 +95,32 @@ def run(args) -> int:
             counts = engine.counts.to_dict(engine.job.job_id)
             print("data_counts " + orjson.dumps(counts).decode(), file=sys.stderr)
     return 0
+
+_BAD = object()
+
+
+def _read(path: str, what: str, parse):
+    """parse(the JSON in the file at path), or _BAD after printing an error that names the file."""
+    import orjson
+
+    from streamad.config.errors import ConfigError
+
+    try:
+        with open(path, "rb") as f:
+            return parse(orjson.loads(f.read()))
+    except ConfigError as exc:
+        print(f"streamad run: invalid {what} {path}: {exc}", file=sys.stderr)
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"streamad run: cannot read {what} {path}: {exc}", file=sys.stderr)
+    return _BAD
+
+
+def _listed(body, key: str) -> list:
+    """A filters/calendars file: a JSON list, or the object GET _ml/<key> returns."""
+    from streamad.config.errors import ConfigError
+
+    if isinstance(body, dict) and isinstance(body.get(key), list):
+        body = body[key]
+    if not isinstance(body, list):
+        raise ConfigError(key, "list_required", f"the {key} file must hold a JSON list")
+    return body
