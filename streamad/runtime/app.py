@@ -227,6 +227,10 @@ class Worker:
 
     async def _start_offsets(self, tps, start_ms) -> dict:
         """Per partition: the first offset at or after start_ms (the beginning when None)."""
+        return (await self._offsets(tps, start_ms))[0]
+
+    async def _offsets(self, tps, start_ms) -> tuple[dict, dict]:
+        """Per partition: (first offset at or after start_ms, or the beginning when None; end offset)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         client = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
@@ -234,12 +238,14 @@ class Worker:
         await client.start()
         try:
             plain = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
+            ends = await client.end_offsets(list(plain.values()))
             if start_ms is None:
                 found = await client.beginning_offsets(list(plain.values()))
-                return {tp: found[p] for tp, p in plain.items()}
-            hits = await client.offsets_for_times({p: int(start_ms) for p in plain.values()})
-            ends = await client.end_offsets(list(plain.values()))
-            return {tp: hits[p].offset if hits.get(p) is not None else ends[p] for tp, p in plain.items()}
+                firsts = {tp: found[p] for tp, p in plain.items()}
+            else:
+                hits = await client.offsets_for_times({p: int(start_ms) for p in plain.values()})
+                firsts = {tp: hits[p].offset if hits.get(p) is not None else ends[p] for tp, p in plain.items()}
+            return firsts, {tp: ends[p] for tp, p in plain.items()}
         finally:
             await client.stop()
 
@@ -327,34 +333,23 @@ class Worker:
     async def _targets(self, patterns: list[str], start_ms: int | None) -> dict[str, int]:
         """The end offset of each input partition of these topics that holds an event at or after
         the datafeed's start ("topic:partition" -> offset): what the job must apply to be caught up."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
         names = [t for t in self.input_topics.topics if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
         if not names:
             return {}
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
-        client = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                  **self.settings.client_kwargs())
         await admin.start()
-        await client.start()
-        try:
-            # partitions from a metadata request: a fresh consumer knows no topic
-            tps = []
-            for info in await admin.describe_topics(names):
-                tps.extend(TopicPartition(info["topic"], part["partition"]) for part in info.get("partitions") or [])
-            if not tps:
-                return {}
-            ends = await client.end_offsets(tps)
-            if start_ms is None:
-                firsts = await client.beginning_offsets(tps)
-            else:
-                hits = await client.offsets_for_times({tp: int(start_ms) for tp in tps})
-                firsts = {tp: hits[tp].offset if hits.get(tp) is not None else ends[tp] for tp in tps}
-            return {f"{tp.topic}:{tp.partition}": ends[tp] for tp in tps if firsts[tp] < ends[tp]}
+        try:  # partitions from a metadata request: a fresh consumer knows no topic
+            tps = [TopicPartition(info["topic"], part["partition"])
+                   for info in await admin.describe_topics(names) for part in info.get("partitions") or []]
         finally:
-            await client.stop()
             await admin.close()
+        if not tps:
+            return {}
+        firsts, ends = await self._offsets(tps, start_ms)
+        return {f"{tp.topic}:{tp.partition}": ends[tp] for tp in tps if firsts[tp] < ends[tp]}
 
     # ------------------------------------------------------------------ detector
     async def _detect(self, stream) -> None:
@@ -366,7 +361,7 @@ class Worker:
             slot = self.processor.slots.get(job_id)
             if slot is None:
                 slot = self.processor.load(job_id, self._table_get)
-                log.info("job %s loaded from the table at work offset %s: %s", job_id, msg.offset,
+                log.debug("job %s loaded from the table at work offset %s: %s", job_id, msg.offset,
                          None if slot is None else (slot.next_offset, slot.sources))
             started = time.perf_counter()
             outputs = self.processor.apply(job_id, msg.offset, msg.value)
