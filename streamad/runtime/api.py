@@ -208,7 +208,11 @@ class Api:
         if start is not None and end is not None and end <= start:
             raise ApiError(400, "illegal_argument_exception", f"[end] must be after [start]")  # noqa: F541
         await self.worker.send_control(job_id, "datafeed", start=start, end=end, job=self._job_with_feed(job_id))
-        await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "started", "start": start, "end": end})
+        # what is already on its topics is read by a lookback per partition (see runtime.lookback);
+        # `run` tells this start's lookback progress from an earlier start's
+        plan = await self.worker.lookback_plan(feed["config"].get("indices", []), start)
+        await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "started", "start": start, "end": end,
+                                                        "run": time.time_ns(), "lookback": plan})
         return {"started": True, "node": [self.worker.settings.app_id]}
 
     async def stop_datafeed(self, feed_id: str) -> dict:

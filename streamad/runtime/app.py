@@ -4,7 +4,9 @@
                                                               \\--> table "engines" (RocksDB, changelog)
 
 The router forwards each event of a started datafeed's topics to the work topic, keyed by job id,
-with its source position so that a re-forwarded event (router replay) is applied once. The REST
+with its source position so that a re-forwarded event (router replay) is applied once. What was on
+the topics before the datafeed started is forwarded by lookbacks, one plain consumer per input
+partition, which hand each partition over to the router once they have caught up (`lookback`). The REST
 API writes control messages (open, flush, close, ...) to the same topic, so each job's engine is a
 function of one ordered log. The detector agent does not ack events until a snapshot of the
 engine that covers them is in the table: Kafka's committed offset never passes the table's state,
@@ -23,7 +25,7 @@ import time
 import faust
 import orjson
 
-from streamad.runtime import envelope, metrics
+from streamad.runtime import envelope, lookback, metrics
 from streamad.runtime.processor import JobProcessor, Output
 from streamad.runtime.registry import Registry
 from streamad.runtime.results import ResultsIndex
@@ -43,16 +45,17 @@ class Worker:
         self.pending: dict[str, list] = {}  # job_id -> unacked events covered by no snapshot yet
         self.inflight: dict[str, list] = {}  # job_id -> result sends not yet known delivered
         self.ready = False
-        self.registry.listeners.append(self._on_registry)
-        self._rewind_lock = asyncio.Lock()
-        self.rewinding: set[str] = set()
+        self._seen: dict[tuple[str, int], int] = {}  # router: last offset handed to it per input partition
+        self._router_start: dict[tuple[str, int], int] = {}  # router: its first offset since the assignment
+        self._live: set[str] = set()  # lookback records handed to the router here
+        self._lookbacks: dict[str, asyncio.Task] = {}  # lookback record key -> task forwarding it
         self._feeds: dict = {}
         self._caught_up: set = set()
-        self._lookback: dict = {}  # datafeed key -> targets when its lookback began
+        self._lookback_ends: dict = {}  # datafeed key -> targets when its lookback began
         self._final: dict = {}  # datafeed key -> targets when its end was reached
         self._last_tick: dict[str, float] = {}
         self._ending: set[str] = set()
-        self._stale: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset read before a seek
+        self._generation = 0  # bumped on every rebalance
         self.app = self._make_app()
         from streamad.runtime.api import install
 
@@ -98,6 +101,7 @@ class Worker:
         app.timer(interval=max(s.snapshot_seconds / 2, 0.5))(self._tick)
         app.timer(interval=5.0)(self._lag)
         app.timer(interval=1.0)(self._realtime)
+        app.timer(interval=0.5)(self._supervise_lookbacks)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         return app
@@ -109,9 +113,8 @@ class Worker:
         await self.registry.ready.wait()
         async for event in stream.events():
             msg = event.message
-            if not self._fresh(msg):
-                continue
-            jobs = self.jobs_reading(msg.topic)
+            self._seen[(msg.topic, msg.partition)] = msg.offset
+            jobs = self.jobs_reading(msg.topic, msg.partition)
             if not jobs:
                 continue
             raw = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
@@ -119,115 +122,123 @@ class Worker:
             for job_id in jobs:
                 await self.work_topic.send(key=job_id.encode(), value=envelope.sourced(head, raw))
 
-    def _fresh(self, msg) -> bool:
-        """False for a message fetched before one of our seeks and delivered after it.
-
-        After a seek back, the re-read stream delivers an offset at or below the old read offset
-        before anything above it (that offset exists: it was read); anything above it that comes
-        first was fetched before the seek. Applying it would move a job past the re-read events."""
-        key = (msg.topic, msg.partition)
-        last = self._stale.get(key)
-        if last is None:
-            return True
-        if msg.offset > last:
-            return False
-        del self._stale[key]
-        return True
-
-    def jobs_reading(self, topic: str) -> list[str]:
+    def jobs_reading(self, topic: str, partition: int) -> list[str]:
+        """Jobs the router forwards this partition's events to: started datafeeds on the topic whose
+        lookback of the partition is done (until then their lookback forwards it, see `lookback`)."""
         out = []
-        for feed in self.registry.datafeeds.values():
+        for feed_id, feed in self.registry.datafeeds.items():
             if feed.get("state") != "started":
                 continue
             job = self.registry.jobs.get(feed["config"]["job_id"])
-            if job is None or job.get("state") != "opened" or feed["config"]["job_id"] in self.rewinding:
+            if job is None or job.get("state") != "opened":
                 continue
-            if any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", [])):
+            if (any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", []))
+                    and self._handed_off(feed_id, feed, f"{topic}:{partition}")):
                 out.append(feed["config"]["job_id"])
         return sorted(set(out))
 
-    def _on_registry(self, kind: str, ident: str) -> None:
-        # only a start seen live rewinds: replaying the registry at start-up must not (the router
-        # then resumes from its committed offsets, and the jobs from their snapshots)
-        if kind == "datafeed" and self.registry.ready.is_set():
-            feed = self.registry.datafeeds.get(ident)
-            if feed is not None and feed.get("state") == "started":
-                # no live forwarding to this job until its topics are rewound: an event forwarded
-                # now would move the job's source position past the events before it
-                self.rewinding.add(feed["config"]["job_id"])
-                asyncio.ensure_future(self._rewind(feed))
+    def _handed_off(self, feed_id: str, feed: dict, where: str) -> bool:
+        if where not in (feed.get("lookback") or {}):
+            return True  # no past to read there when the datafeed started
+        key = lookback.record_key(feed_id, feed.get("run"), where)
+        if key in self._live:
+            return True
+        record = self.registry.lookbacks.get(key)
+        return bool(record and record.get("done"))
 
-    async def _rewind(self, feed: dict) -> None:
-        """A datafeed (re)started: read its topics again from its start time (or the beginning).
+    def hand_off(self, task: lookback.Lookback) -> None:
+        self._live.add(task.key)
 
-        Other jobs on the same topics see those events again and skip them by source position.
-        Done as Faust does on a rebalance: stop the flow, drop the agents' buffered messages,
-        seek every partition to its committed offset (the work topic replays what was buffered;
-        the processor skips what it applied), seek the datafeed's partitions to the start, resume.
-        """
+    async def _supervise_lookbacks(self) -> None:
+        """Run a lookback for every started datafeed's partition that this worker's router holds and
+        that is not handed off yet; stop those whose partition or datafeed went away."""
+        if not self.ready or not self.registry.ready.is_set():
+            return
+        assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()
+                    if tp.topic != self.settings.work_topic}
+        wanted: dict[str, tuple] = {}
+        for feed_id, feed in list(self.registry.datafeeds.items()):
+            job_id = feed["config"]["job_id"]
+            job = self.registry.jobs.get(job_id)
+            if feed.get("state") != "started" or job is None or job.get("state") != "opened":
+                continue
+            for where, first in (feed.get("lookback") or {}).items():
+                if lookback.split_where(where) not in assigned or self._handed_off(feed_id, feed, where):
+                    continue
+                key = lookback.record_key(feed_id, feed.get("run"), where)
+                record = self.registry.lookbacks.get(key) or {}
+                wanted[key] = (feed_id, feed.get("run"), job_id, where, max(first, record.get("next", first)))
+        for key in [k for k, t in self._lookbacks.items() if k not in wanted or t.done()]:
+            task = self._lookbacks.pop(key)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        missing = [lookback.split_where(w[3]) for k, w in wanted.items()
+                   if k not in self._lookbacks and lookback.split_where(w[3]) not in self._router_start]
+        if missing:
+            await self._fetch_router_starts(missing)
+        for key, (feed_id, run, job_id, where, first) in wanted.items():
+            if key in self._lookbacks:
+                continue
+            at = lookback.split_where(where)
+            task = lookback.Lookback(self, feed_id, run, job_id, where, first,
+                                     lambda at=at: self._router_next(at))
+            self._lookbacks[key] = asyncio.ensure_future(self._run_lookback(task))
+
+    async def _run_lookback(self, task: lookback.Lookback) -> None:
         try:
-            await self._rewind_locked(feed)
+            await task.run_until_handed_off()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the supervisor starts it again from its record
+            log.error("datafeed %s: lookback of %s failed, retried: %s", task.feed_id, task.where, exc)
+            await asyncio.sleep(1.0)
+
+    def _router_next(self, at: tuple[str, int]) -> int | None:
+        """The next offset the router will be handed on an input partition (None: not known yet)."""
+        seen = self._seen.get(at)
+        return seen + 1 if seen is not None else self._router_start.get(at)
+
+    async def _fetch_router_starts(self, ats: list[tuple[str, int]]) -> None:
+        """Where the router starts on these partitions since its assignment: the group's committed
+        offset, or the log start when nothing is committed (auto_offset_reset = earliest)."""
+        from aiokafka import TopicPartition
+
+        tps = [TopicPartition(t, p) for t, p in ats]
+        generation = self._generation
+        committed = await lookback.group_offsets(self.settings, self.app.conf.id, tps)
+        firsts, _ = await self._offsets(tps, None)
+        if generation != self._generation:
+            return  # a rebalance happened meanwhile: fetched again on the next round
+        for tp in tps:
+            self._router_start[(tp.topic, tp.partition)] = (committed[tp] if committed[tp] is not None
+                                                            else firsts[tp])
+
+    async def input_partitions(self, patterns: list[str]) -> list:
+        """Every partition of the input topics that match these patterns (from a metadata request)."""
+        from aiokafka import TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        names = [t for t in self.input_topics.topics if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
+        if not names:
+            return []
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
+        await admin.start()
+        try:  # a fresh consumer knows no topic
+            return [TopicPartition(info["topic"], part["partition"])
+                    for info in await admin.describe_topics(names) for part in info.get("partitions") or []]
         finally:
-            self.rewinding.discard(feed["config"]["job_id"])
+            await admin.close()
 
-    async def _rewind_locked(self, feed: dict) -> None:
-        async with self._rewind_lock:
-            patterns = feed["config"].get("indices", [])
-            consumer = self.app.consumer
-            assignment = consumer.assignment()
-            tps = [tp for tp in assignment if tp.topic != self.settings.work_topic
-                   and any(fnmatch.fnmatchcase(tp.topic, p) for p in patterns)]
-            if not tps:
-                return
-            targets = await self._start_offsets(tps, feed.get("start"))
-            consumer.stop_flow()
-            self.app.flow_control.suspend()
-            consumer.pause_partitions(assignment)
-            self.app.flow_control.clear()
-            try:
-                await consumer.wait_for_stopped_flow()
-                # messages already fetched past the read offset can still be delivered after the
-                # seeks below, ahead of the re-read ones: `_fresh` drops them until the re-read
-                # stream reaches the old read offset
-                before = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
-                await consumer.perform_seek()
-                after = {tp: consumer._read_offset.get(tp) for tp in assignment}  # noqa: SLF001
-                for tp in assignment:
-                    if after[tp] is None and before[tp] is not None and tp not in tps:
-                        # nothing committed yet: perform_seek left the position where it was, so
-                        # the buffered messages just cleared would never come again; read the
-                        # partition from its start (replays are skipped by position)
-                        await consumer.seek(tp, 0)
-                        after[tp] = 0
-                for tp in tps:
-                    offset = targets[tp]
-                    await consumer.seek(tp, offset)
-                    # Faust skips offsets <= its read offset: make the target itself readable again
-                    consumer._read_offset[tp] = offset - 1 if offset > 0 else None  # noqa: SLF001
-                    # Faust ignores acks below its committed offset and never commits backwards:
-                    # reset its bookkeeping for the partition and commit the rewound position now,
-                    # or a crash before the re-read events are forwarded resumes past them (lost)
-                    for book in (consumer._acked, consumer._acked_index, consumer._gap):  # noqa: SLF001
-                        book.pop(tp, None)
-                    consumer._committed_offset[tp] = offset  # noqa: SLF001
-                await consumer._commit({tp: targets[tp] for tp in tps})  # noqa: SLF001
-                after.update(targets)
-                for tp in assignment:
-                    last, first = before.get(tp), after.get(tp)
-                    if last is not None and first is not None and first <= last:
-                        self._stale[(tp.topic, tp.partition)] = last  # a seek back: see `_fresh`
-                    else:
-                        self._stale.pop((tp.topic, tp.partition), None)
-            finally:
-                consumer.resume_partitions(assignment)
-                self.app.flow_control.resume()
-                consumer.resume_flow()
-            log.info("datafeed %s: router rewound to %s", feed["config"].get("datafeed_id"),
-                     {f"{tp.topic}:{tp.partition}": o for tp, o in targets.items()})
-
-    async def _start_offsets(self, tps, start_ms) -> dict:
-        """Per partition: the first offset at or after start_ms (the beginning when None)."""
-        return (await self._offsets(tps, start_ms))[0]
+    async def lookback_plan(self, patterns: list[str], start_ms: int | None) -> dict[str, int]:
+        """For a datafeed starting now: per input partition, the first offset at or after start_ms
+        (its end when there is none) ("topic:partition" -> offset). The lookback reads from there.
+        Every partition is listed, empty ones too: the router skips the job on a partition until
+        its lookback hands it over, and events arriving meanwhile are the lookback's to forward."""
+        tps = await self.input_partitions(patterns)
+        if not tps:
+            return {}
+        firsts, _ = await self._offsets(tps, start_ms)
+        return {f"{tp.topic}:{tp.partition}": firsts[tp] for tp in tps}
 
     async def _offsets(self, tps, start_ms) -> tuple[dict, dict]:
         """Per partition: (first offset at or after start_ms, or the beginning when None; end offset)."""
@@ -267,7 +278,7 @@ class Worker:
         for feed in list(self.registry.datafeeds.values()):
             cfg = feed["config"]
             job_id = cfg["job_id"]
-            if feed.get("state") != "started" or job_id in self.rewinding or job_id in self._ending:
+            if feed.get("state") != "started" or job_id in self._ending:
                 continue
             if not self._owns(job_id):
                 continue
@@ -282,9 +293,9 @@ class Worker:
                 parsed = parse_datafeed(cfg, job_id, Job.from_dict(job["config"]).bucket_span_s)
                 self._feeds[key] = parsed
             if key not in self._caught_up:
-                if key not in self._lookback:
-                    self._lookback[key] = await self._targets(cfg.get("indices", []), feed.get("start"))
-                if not self._applied(job_id, self._lookback[key]):
+                if key not in self._lookback_ends:
+                    self._lookback_ends[key] = await self._targets(cfg.get("indices", []), feed.get("start"))
+                if not self._applied(job_id, self._lookback_ends[key]):
                     continue
                 self._caught_up.add(key)
             end = feed.get("end")
@@ -333,19 +344,7 @@ class Worker:
     async def _targets(self, patterns: list[str], start_ms: int | None) -> dict[str, int]:
         """The end offset of each input partition of these topics that holds an event at or after
         the datafeed's start ("topic:partition" -> offset): what the job must apply to be caught up."""
-        from aiokafka import TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        names = [t for t in self.input_topics.topics if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
-        if not names:
-            return {}
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
-        await admin.start()
-        try:  # partitions from a metadata request: a fresh consumer knows no topic
-            tps = [TopicPartition(info["topic"], part["partition"])
-                   for info in await admin.describe_topics(names) for part in info.get("partitions") or []]
-        finally:
-            await admin.close()
+        tps = await self.input_partitions(patterns)
         if not tps:
             return {}
         firsts, ends = await self._offsets(tps, start_ms)
@@ -356,8 +355,6 @@ class Worker:
         async for event in stream.noack().events():
             job_id = (event.key or b"").decode("utf-8", "replace")
             msg = event.message
-            if not self._fresh(msg):
-                continue  # not acked: it comes again, in order
             slot = self.processor.slots.get(job_id)
             if slot is None:
                 slot = self.processor.load(job_id, self._table_get)
@@ -454,15 +451,23 @@ class Worker:
             metrics.CONSUMER_LAG.labels(topic).set(lag)
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        self._generation += 1
+        # a lookback still forwarding here while the partition's next owner resumes it could land
+        # events after the new owner's: stop them and wait until Kafka holds what they sent
+        await lookback.cancel_all(self._lookbacks)
+        await self.registry.flush()
+        self._seen.clear()
+        self._router_start.clear()
         self.processor.forget()
-        self._stale.clear()
         self.pending.clear()
         self.inflight.clear()
         self.ready = False
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
+        self._generation += 1
+        self._seen.clear()
+        self._router_start.clear()
         self.processor.forget()
-        self._stale.clear()
         self.pending.clear()
         self.inflight.clear()
         self.ready = True

@@ -2,7 +2,8 @@
 
 Each worker reads the whole topic from the beginning and keeps following it; a write waits until
 this worker has read it back (read-your-writes), so a `PUT` is visible to the next `GET`.
-Keys are `job/<id>` and `datafeed/<id>`; a null value (tombstone) deletes.
+Keys are `job/<id>`, `datafeed/<id>` and `lookback/<datafeed>/<run>/<topic:partition>` (a datafeed
+lookback's progress, see `lookback`); a null value (tombstone) deletes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Registry:
         self.settings = settings
         self.jobs: dict[str, dict] = {}
         self.datafeeds: dict[str, dict] = {}
+        self.lookbacks: dict[str, dict] = {}  # full key -> {"next": offset, "done": bool}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._position = -1
@@ -73,6 +75,12 @@ class Registry:
 
     def _apply(self, key: str, value: bytes | None) -> None:
         kind, _, ident = key.partition("/")
+        if kind == "lookback":
+            if value is None:
+                self.lookbacks.pop(key, None)
+            else:
+                self.lookbacks[key] = orjson.loads(value)
+            return
         table = self.jobs if kind == "job" else self.datafeeds if kind == "datafeed" else None
         if table is None:
             return
@@ -101,8 +109,8 @@ class Registry:
             await fut
 
     async def flush(self) -> None:
-        assert self._producer is not None
-        await self._producer.flush()
+        if self._producer is not None:  # None before start (a first rebalance can come earlier)
+            await self._producer.flush()
 
     def datafeed_for_job(self, job_id: str) -> tuple[str, dict] | None:
         for ident, feed in sorted(self.datafeeds.items()):

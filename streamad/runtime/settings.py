@@ -27,6 +27,7 @@ class Settings:
     jobs_dir: str = ""
     snapshot_events: int = 5000
     snapshot_seconds: float = 5.0
+    lookback_save_seconds: float = 2.0  # how often a datafeed lookback records its progress
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""

@@ -4,6 +4,7 @@ rebalances; dead letters; REST errors; /metrics over HTTP."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import orjson
@@ -138,25 +139,26 @@ def _safe_counts(url_of, name):
         return None
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN INTERMITTENT (passes in most runs since 2026-12-01, failed 1 of 4 under CI load): a datafeed "
-    "rewind inside Faust's shared consumer can still lose a job's first work messages (its open "
-    "control) when Faust clears buffered messages of a partition with nothing committed yet; see "
-    "docs/DESIGN.md 'Worker: what makes it exact'. Fix: a plain aiokafka consumer per lookback. Not done."))
-def test_kill_9_three_times_then_restart_gives_identical_documents(kafka_bootstrap, tmp_path, demo_events):
-    """kill -9 at three points of the run (each lands mid-bucket, while buckets close and results are
-    published: the worker does all three continuously); each restart continues from the table."""
+def test_kill_9_four_times_then_restart_gives_identical_documents(kafka_bootstrap, tmp_path, demo_events):
+    """kill -9 during the datafeed's lookback, then at three points of the run (each lands mid-bucket,
+    while buckets close and results are published: the worker does all three continuously); each
+    restart continues from the table, and the lookback from its last recorded progress."""
     run = uuid.uuid4().hex[:8]
     topic = f"in-{run}"
     bodies = _job_bodies(topic)
     expected, counts = _embedded(bodies, demo_events)
     produce(kafka_bootstrap, topic, demo_events)
-    env = worker_env(kafka_bootstrap, run, STREAMAD_STATIC_MEMBER_ID=f"w-{run}", STREAMAD_SNAPSHOT_SECONDS="1")
+    env = worker_env(kafka_bootstrap, run, STREAMAD_STATIC_MEMBER_ID=f"w-{run}", STREAMAD_SNAPSHOT_SECONDS="1",
+                     STREAMAD_LOOKBACK_SAVE_SECONDS="0.2")
     worker = WorkerProc(env, tmp_path / "w1", tmp_path / "w1.log").start()
     total = sum(c["input_record_count"] for c in counts.values())
     kills = 0
     try:
         _start_jobs(worker.url, bodies)
+        time.sleep(1.0)  # the lookbacks forward the topic's ~9k events in a few seconds: kill in between
+        worker.kill()
+        kills += 1
+        worker = WorkerProc(env, tmp_path / "w1", tmp_path / "w1.log", port=worker.port).start()
         for fraction in (0.15, 0.45, 0.75):
             def progressed(fraction=fraction, url=worker.url):
                 seen = [_safe_counts(lambda: url, n) for n in bodies]
@@ -169,16 +171,11 @@ def test_kill_9_three_times_then_restart_gives_identical_documents(kafka_bootstr
         got = _worker_docs(kafka_bootstrap, run)
     finally:
         worker.stop()
-    assert kills == 3
+    assert kills == 4
     assert got.keys() == expected.keys()
     assert [k for k in expected if got[k] != expected[k]] == []
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN INTERMITTENT (passes in most runs since 2026-12-01, failed 1 of 4 under CI load): a datafeed "
-    "rewind inside Faust's shared consumer can still lose a job's first work messages (its open "
-    "control) when Faust clears buffered messages of a partition with nothing committed yet; see "
-    "docs/DESIGN.md 'Worker: what makes it exact'. Fix: a plain aiokafka consumer per lookback. Not done."))
 def test_two_workers_rebalance_mid_run_gives_identical_documents(kafka_bootstrap, tmp_path, demo_events):
     run = uuid.uuid4().hex[:8]
     topic = f"in-{run}"
