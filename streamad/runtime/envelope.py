@@ -1,7 +1,9 @@
 """Messages on the work topic (key = job_id): one raw event, or one control command.
 
-A data message is b"D" + the raw event bytes (the _data API), or b"S" + its source position +
-the raw bytes (forwarded from an input topic), so the engine decodes it the same way `streamad run`
+A data message is b"D" + the raw event bytes (the _data API), b"S" + its source position + the
+raw bytes (forwarded from an input topic), or b"B" + a batch of consecutive events of one input
+partition with their positions (a lookback forwards the past in batches: one work message per
+event costs far more than the engine), so the engine decodes each event the same way `streamad run`
 decodes a line, and a re-forwarded event is recognised by its position. A control message is
 b"C" + JSON: open (with the job config), flush, close, delete, datafeed start/stop. Everything a
 job's engine does is a function of this log, which is what makes replay after a crash exact.
@@ -13,6 +15,7 @@ import orjson
 
 DATA = b"D"
 SOURCED = b"S"
+BATCH = b"B"
 CONTROL = b"C"
 
 
@@ -25,12 +28,20 @@ def sourced(head: bytes, raw: bytes) -> bytes:
     return SOURCED + head + b"\n" + raw
 
 
+def batch(topic: str, partition: int, offsets: list[int], raws: list[bytes]) -> bytes:
+    """Events of one input partition: b"B" + JSON {t, p, o: [offsets], n: [byte lengths]} + newline +
+    the raw events back to back (lengths, not separators: a raw event may hold any byte)."""
+    head = orjson.dumps({"t": topic, "p": partition, "o": offsets, "n": [len(r) for r in raws]})
+    return BATCH + head + b"\n" + b"".join(raws)
+
+
 def control(kind: str, **fields) -> bytes:
     return CONTROL + orjson.dumps({"type": kind, **fields})
 
 
 def decode(value: bytes) -> tuple[str, bytes | dict]:
-    """("data", raw), ("sourced", (source dict, raw)) or ("control", command dict); ValueError else."""
+    """("data", raw), ("sourced", (source dict, raw)), ("batch", (topic, partition, [(offset, raw)]))
+    or ("control", command dict); ValueError else."""
     if not value:
         raise ValueError("empty work message")
     head, body = value[:1], value[1:]
@@ -41,6 +52,19 @@ def decode(value: bytes) -> tuple[str, bytes | dict]:
         if not sep:
             raise ValueError("sourced message without a header line")
         return "sourced", (orjson.loads(meta), raw)
+    if head == BATCH:
+        meta, sep, blob = body.partition(b"\n")
+        if not sep:
+            raise ValueError("batch message without a header line")
+        info = orjson.loads(meta)
+        offsets, sizes = info["o"], info["n"]
+        if len(offsets) != len(sizes) or sum(sizes) != len(blob):
+            raise ValueError("batch message lengths do not match its body")
+        events, at = [], 0
+        for offset, size in zip(offsets, sizes):
+            events.append((offset, blob[at:at + size]))
+            at += size
+        return "batch", (info["t"], info["p"], events)
     if head == CONTROL:
         cmd = orjson.loads(body)
         if not isinstance(cmd, dict) or "type" not in cmd:

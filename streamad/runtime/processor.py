@@ -41,7 +41,7 @@ class JobSlot:
     datafeed_start_ms: int | None = None
     datafeed_end_ms: int | None = None
     sources: dict = field(default_factory=dict)  # "topic:partition" -> last input offset applied
-    dirty: int = 0  # messages applied since the last snapshot
+    dirty: int = 0  # events and controls applied since the last snapshot
     last_snapshot: float = field(default_factory=time.monotonic)
 
 
@@ -114,6 +114,14 @@ class JobProcessor:
             if src["o"] > slot.sources.get(where, -1):  # else: forwarded twice by a router replay
                 slot.sources[where] = src["o"]
                 self._data(slot, job_id, raw)
+        elif kind == "batch":
+            topic, partition, events = body
+            where = f"{topic}:{partition}"
+            for source_offset, raw in events:
+                if source_offset > slot.sources.get(where, -1):
+                    slot.sources[where] = source_offset
+                    self._data(slot, job_id, raw)
+            slot.dirty += max(len(events) - 1, 0)
         elif kind == "control":
             self._control(slot, job_id, body)
         slot.next_offset = offset + 1
