@@ -69,9 +69,7 @@ class JobEngine:
         self.job = job
         self.emit = emit
         self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
-        self.filters = filters or {}
-        check_filters(job, self.filters)
-        self.calendars = tuple(c for c in calendars if c.applies_to(job.job_id, job.groups))
+        self.use_context(filters or {}, calendars)
         self.span = job.bucket_span_s
         self.latency = job.analysis_config.latency_s
         self.counts = DataCounts()
@@ -97,6 +95,13 @@ class JobEngine:
         self.final_buckets = 0
         # renormalize about once a day of buckets (Elastic does when it persists quantiles)
         self.renormalize_every = max(1, RENORMALIZE_EVERY_S // self.span)
+
+    def use_context(self, filters: dict[str, Filter], calendars: tuple[Calendar, ...] = ()) -> None:
+        """The filter lists rule scopes name and the calendars (those of this job are kept); a worker
+        calls it again when a filter or calendar changes while the job runs."""
+        check_filters(self.job, filters)
+        self.filters = dict(filters)
+        self.calendars = tuple(c for c in calendars if c.applies_to(self.job.job_id, self.job.groups))
 
     # ------------------------------------------------------------------ state
     # Callbacks and compiled queries are rebuilt from the job on restore, never stored.

@@ -16,6 +16,7 @@ from streamad.config.errors import ConfigError
 from streamad.config.job import Job, parse_datafeed
 from streamad.engine.job import check_filters
 from streamad.runtime import metrics
+from streamad.runtime.context import ContextError, JobContext
 from streamad.runtime.results import _bool, _time_ms, query
 
 JSON = "application/json"
@@ -44,6 +45,7 @@ class Api:
         self.worker = worker
         self.registry = worker.registry
         self.results = worker.results
+        self.context = JobContext(worker)
 
     # ------------------------------------------------------------------ jobs
     def _job(self, job_id: str) -> dict:
@@ -57,8 +59,7 @@ class Api:
             raise ApiError(400, "resource_already_exists_exception",
                            f"The job cannot be created with the Id '{job_id}'. The Id is already used.")
         job = Job.from_dict(body, job_id=job_id)
-        # the worker keeps no filter lists yet (no _ml/filters API): a rule scope could never resolve
-        check_filters(job, {})
+        check_filters(job, self.context.filters())  # a rule scope must name an existing filter
         config = job.to_dict()
         config["create_time"] = int(time.time() * 1000)
         feed = config.pop("datafeed_config", None)
@@ -89,7 +90,8 @@ class Api:
 
     async def open_job(self, job_id: str) -> dict:
         entry = self._job(job_id)
-        await self.worker.send_control(job_id, "open", job=self._job_with_feed(job_id))
+        await self.worker.send_control(job_id, "open", job=self._job_with_feed(job_id),
+                                       **self.context.for_job(entry["config"]))
         if entry["state"] != "opened":
             await self.registry.put(f"job/{job_id}", {**entry, "state": "opened", "open_time": int(time.time() * 1000)})
         return {"opened": True, "node": self.worker.settings.app_id}
@@ -301,6 +303,9 @@ def install(worker) -> None:
                 return view.bytes(orjson.dumps(exc.to_elastic()), content_type=JSON, status=400)
             except ApiError as exc:
                 return view.bytes(orjson.dumps(exc.body()), content_type=JSON, status=exc.status)
+            except ContextError as exc:
+                err = ApiError(exc.status, exc.kind, exc.reason)
+                return view.bytes(orjson.dumps(err.body()), content_type=JSON, status=exc.status)
             except ValueError as exc:
                 err = ApiError(400, "illegal_argument_exception", str(exc))
                 return view.bytes(orjson.dumps(err.body()), content_type=JSON, status=400)
@@ -410,6 +415,74 @@ def install(worker) -> None:
     class StopFeed(View):
         async def post(self, request, datafeed_id):
             return await respond(self, lambda: api.stop_datafeed(datafeed_id))
+
+    ctx = api.context
+
+    @app.page("/_ml/filters")
+    class Filters(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(ctx.get_filters(None, dict(request.query))))
+
+    @app.page("/_ml/filters/{filter_id}")
+    class FilterView(View):
+        async def get(self, request, filter_id):
+            return await respond(self, lambda: _sync(ctx.get_filters(filter_id, dict(request.query))))
+
+        async def put(self, request, filter_id):
+            async def go():
+                return await ctx.put_filter(filter_id, await _body(request))
+            return await respond(self, go)
+
+        async def delete(self, request, filter_id):
+            return await respond(self, lambda: ctx.delete_filter(filter_id))
+
+    @app.page("/_ml/filters/{filter_id}/_update")
+    class FilterUpdate(View):
+        async def post(self, request, filter_id):
+            async def go():
+                return await ctx.update_filter(filter_id, await _body(request))
+            return await respond(self, go)
+
+    @app.page("/_ml/calendars")
+    class Calendars(View):
+        async def get(self, request):
+            return await respond(self, lambda: _sync(ctx.get_calendars(None, dict(request.query))))
+
+    @app.page("/_ml/calendars/{calendar_id}")
+    class CalendarView(View):
+        async def get(self, request, calendar_id):
+            return await respond(self, lambda: _sync(ctx.get_calendars(calendar_id, dict(request.query))))
+
+        async def put(self, request, calendar_id):
+            async def go():
+                return await ctx.put_calendar(calendar_id, await _body(request))
+            return await respond(self, go)
+
+        async def delete(self, request, calendar_id):
+            return await respond(self, lambda: ctx.delete_calendar(calendar_id))
+
+    @app.page("/_ml/calendars/{calendar_id}/jobs/{job_id}")
+    class CalendarJobs(View):
+        async def put(self, request, calendar_id, job_id):
+            return await respond(self, lambda: ctx.calendar_jobs(calendar_id, job_id, add=True))
+
+        async def delete(self, request, calendar_id, job_id):
+            return await respond(self, lambda: ctx.calendar_jobs(calendar_id, job_id, add=False))
+
+    @app.page("/_ml/calendars/{calendar_id}/events")
+    class CalendarEvents(View):
+        async def get(self, request, calendar_id):
+            return await respond(self, lambda: _sync(ctx.get_events(calendar_id, dict(request.query))))
+
+        async def post(self, request, calendar_id):
+            async def go():
+                return await ctx.post_events(calendar_id, await _body(request))
+            return await respond(self, go)
+
+    @app.page("/_ml/calendars/{calendar_id}/events/{event_id}")
+    class CalendarEvent(View):
+        async def delete(self, request, calendar_id, event_id):
+            return await respond(self, lambda: ctx.delete_event(calendar_id, event_id))
 
     @app.page("/metrics")
     class Metrics(View):

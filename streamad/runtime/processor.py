@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from streamad.config.errors import ConfigError
+from streamad.config.filters import Calendar, Filter
 from streamad.config.job import Job
 from streamad.engine.job import JobEngine
 from streamad.ingest.reader import decode_json
@@ -147,12 +148,16 @@ class JobProcessor:
     def _control(self, slot: JobSlot, job_id: str, cmd: dict) -> None:
         kind = cmd["type"]
         if kind == "open":
-            if slot.engine is None:
-                try:
-                    slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter)
-                except ConfigError as exc:  # a job the API would refuse today: never stop the worker
-                    self._dead_letter(orjson.dumps(cmd), job_id, f"bad job: {exc}")
-                    return
+            try:
+                filters, calendars = _context(cmd)
+                if slot.engine is None:
+                    slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter,
+                                            filters=filters, calendars=calendars)
+                elif "filters" in cmd:
+                    slot.engine.use_context(filters, calendars)
+            except ConfigError as exc:  # a job the API would refuse today: never stop the worker
+                self._dead_letter(orjson.dumps(cmd), job_id, f"bad job: {exc}")
+                return
             slot.closed = False
         elif slot.engine is None:
             return
@@ -161,6 +166,11 @@ class JobProcessor:
             slot.datafeed_end_ms = cmd.get("end")
             if cmd.get("job"):
                 slot.engine.use_datafeed(Job.from_dict(cmd["job"]))
+        elif kind == "context":  # a filter or calendar of this job changed
+            try:
+                slot.engine.use_context(*_context(cmd))
+            except ConfigError as exc:
+                self._dead_letter(orjson.dumps(cmd), job_id, f"bad filters or calendars: {exc}")
         elif kind == "flush":
             slot.engine.flush(calc_interim=bool(cmd.get("calc_interim")), advance_time=cmd.get("advance_time"),
                               skip_time=cmd.get("skip_time"))
@@ -204,6 +214,13 @@ class JobProcessor:
         self.on_event("rejected", job_id, {"reason": reason_class(reason)})
         body = {"job_id": job_id, "reason": reason, "raw": raw.decode("utf-8", "replace")}
         self._out.append(Output("dead_letter", job_id, orjson.dumps(body), None))
+
+
+def _context(cmd: dict) -> tuple[dict[str, Filter], tuple[Calendar, ...]]:
+    """The filters and calendars an open or context control message carries."""
+    filters = {fid: Filter.from_dict(body, fid) for fid, body in (cmd.get("filters") or {}).items()}
+    calendars = tuple(Calendar.from_dict(body, body.get("calendar_id")) for body in cmd.get("calendars") or [])
+    return filters, calendars
 
 
 def chunk_key(job_id: str, i: int) -> str:

@@ -2,7 +2,7 @@
 
 Each worker reads the whole topic from the beginning and keeps following it; a write waits until
 this worker has read it back (read-your-writes), so a `PUT` is visible to the next `GET`.
-Keys are `job/<id>`, `datafeed/<id>` and `lookback/<datafeed>/<run>/<topic:partition>` (a datafeed
+Keys are `job/<id>`, `datafeed/<id>`, `filter/<id>`, `calendar/<id>` and `lookback/<datafeed>/<run>/<topic:partition>` (a datafeed
 lookback's progress, see `lookback`); a null value (tombstone) deletes.
 """
 
@@ -27,6 +27,8 @@ class Registry:
         self.jobs: dict[str, dict] = {}
         self.datafeeds: dict[str, dict] = {}
         self.lookbacks: dict[str, dict] = {}  # full key -> {"next": offset, "done": bool}
+        self.filters: dict[str, dict] = {}
+        self.calendars: dict[str, dict] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._position = -1
@@ -81,7 +83,8 @@ class Registry:
             else:
                 self.lookbacks[key] = orjson.loads(value)
             return
-        table = self.jobs if kind == "job" else self.datafeeds if kind == "datafeed" else None
+        table = {"job": self.jobs, "datafeed": self.datafeeds, "filter": self.filters,
+                 "calendar": self.calendars}.get(kind)
         if table is None:
             return
         if value is None:

@@ -335,3 +335,73 @@ def test_real_time_datafeed_closes_buckets_without_events_and_low_count_sees_the
         worker.stop()
     assert any(r["actual"] == [0.0] and r["function"] == "low_count" for r in records), records
     assert interim, "the open bucket had interim results"
+
+
+def test_filters_and_calendars_reach_running_jobs(kafka_bootstrap, tmp_path):
+    """A scoped skip_result rule follows its filter, also when the filter is updated while the job
+    runs; scheduled events of a calendar (one posted while the job runs) mark their buckets and
+    skip their results."""
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    url = worker.url
+    hour = 3600
+    base = 472223 * hour  # an hour boundary
+
+    def events(first_hour: int, last_hour: int, spikes: dict[int, set[str]]) -> bytes:
+        out = []
+        for h in range(first_hour, last_hour):
+            for host in ("h1", "h2", "h3"):
+                n = 120 if host in spikes.get(h, set()) else 10
+                out += [orjson.dumps({"timestamp": base + h * hour + 30 * i, "host": host}) for i in range(n)]
+        return b"\n".join(out) + b"\n"
+
+    try:
+        assert http("PUT", f"{url}/_ml/filters/safe_hosts", {"items": ["h1"], "description": "known"})[0] == 200
+        status, body = http("PUT", f"{url}/_ml/filters/safe_hosts", {"items": []})
+        assert status == 400 and body["error"]["type"] == "resource_already_exists_exception"
+        assert http("GET", f"{url}/_ml/filters")[1]["filters"] == [
+            {"filter_id": "safe_hosts", "items": ["h1"], "description": "known"}]
+        job = {"analysis_config": {"bucket_span": "1h", "detectors": [{
+            "function": "count", "by_field_name": "host",
+            "custom_rules": [{"actions": ["skip_result"], "scope": {"host": {"filter_id": "safe_hosts"}}}]}]},
+            "data_description": {"time_field": "timestamp", "time_format": "epoch"}}
+        assert http("PUT", f"{url}/_ml/anomaly_detectors/scoped", job)[0] == 200
+        status, body = http("DELETE", f"{url}/_ml/filters/safe_hosts")
+        assert status == 400 and "scoped" in body["error"]["reason"]  # in use
+        assert http("PUT", f"{url}/_ml/calendars/maint", {"job_ids": ["scoped"]})[0] == 200
+        start, end = (base + 20 * hour) * 1000, (base + 22 * hour) * 1000
+        status, body = http("POST", f"{url}/_ml/calendars/maint/events",
+                            {"events": [{"description": "maintenance", "start_time": start, "end_time": end}]})
+        assert status == 200 and body["events"][0]["event_id"]
+        assert http("POST", f"{url}/_ml/anomaly_detectors/scoped/_open")[1]["opened"] is True
+
+        # first half: h1 and h2 spike at hour 40 (and in the maintenance window); h1 is in the filter
+        assert http("POST", f"{url}/_ml/anomaly_detectors/scoped/_data",
+                    events(0, 45, {21: {"h3"}, 40: {"h1", "h2"}}))[0] == 200
+        # while it runs: h2 joins the filter, and a second scheduled event is posted
+        status, body = http("POST", f"{url}/_ml/filters/safe_hosts/_update", {"add_items": ["h2"]})
+        assert status == 200 and body["items"] == ["h1", "h2"]
+        status, body = http("POST", f"{url}/_ml/calendars/maint/events", {"events": [{
+            "description": "deploy", "start_time": (base + 50 * hour) * 1000, "end_time": (base + 51 * hour) * 1000}]})
+        assert status == 200
+        assert http("POST", f"{url}/_ml/anomaly_detectors/scoped/_data",
+                    events(45, 62, {50: {"h3"}, 56: {"h1", "h2", "h3"}}))[0] == 200
+        assert http("POST", f"{url}/_ml/anomaly_detectors/scoped/_close")[1]["closed"] is True
+
+        def buckets():
+            status, body = http("GET", f"{url}/_ml/anomaly_detectors/scoped/results/buckets?size=1000")
+            return body["buckets"] if status == 200 and body["count"] >= 61 else None
+        got = wait_for(buckets, 60, "61 buckets")
+        marked = {(b["timestamp"] // 1000 - base) // hour: b.get("scheduled_events") for b in got
+                  if b.get("scheduled_events")}
+        assert marked == {20: ["maintenance"], 21: ["maintenance"], 50: ["deploy"]}
+        status, body = http("GET", f"{url}/_ml/anomaly_detectors/scoped/results/records?size=1000")
+        spikes = {((r["timestamp"] // 1000 - base) // hour, r["by_field_value"]) for r in body["records"]
+                  if r["actual"][0] >= 100}
+        # h1 skipped by the filter; h2 reported before it joined the filter, skipped after; h3 reported
+        # except in the scheduled events (hours 21 and 50)
+        assert spikes == {(40, "h2"), (56, "h3")}, spikes
+        assert http("DELETE", f"{url}/_ml/calendars/maint")[1]["acknowledged"] is True
+        assert http("GET", f"{url}/_ml/calendars/maint")[0] == 404
+    finally:
+        worker.stop()
