@@ -30,10 +30,6 @@ from streamad.runtime import envelope
 
 log = logging.getLogger("streamad.lookback")
 
-# one work message per batch of consecutive events: per-message Kafka and Faust costs dwarf the
-# engine's per-event cost; the byte cap keeps a batch far below the broker's 1 MB message limit
-BATCH_EVENTS = 500
-BATCH_BYTES = 256 * 1024
 
 def record_key(feed_id: str, run: str | int | None, where: str) -> str:
     """The registry key of one partition's lookback progress."""
@@ -91,22 +87,10 @@ class Lookback:
                                  "(%d events forwarded)", self.feed_id, self.where, position, self.forwarded)
                         return
                 fetched = (await client.getmany(tp, timeout_ms=200, max_records=2000)).get(tp, [])
-                offsets: list[int] = []
-                raws: list[bytes] = []
-                size = 0
-                for message in fetched:
-                    raw = message.value if message.value is not None else b""
-                    if offsets and (len(offsets) >= BATCH_EVENTS or size + len(raw) > BATCH_BYTES):
-                        await registry.send(settings.work_topic, job_key,
-                                            envelope.batch(topic, partition, offsets, raws), wait=False)
-                        offsets, raws, size = [], [], 0
-                    offsets.append(message.offset)
-                    raws.append(raw)
-                    size += len(raw)
-                    self.forwarded += 1
-                if offsets:
-                    await registry.send(settings.work_topic, job_key,
-                                        envelope.batch(topic, partition, offsets, raws), wait=False)
+                events = [(m.offset, m.value if m.value is not None else b"") for m in fetched]
+                for value in envelope.batches(topic, partition, events):
+                    await registry.send(settings.work_topic, job_key, value, wait=False)
+                self.forwarded += len(events)
                 position = await client.position(tp)
                 if position > saved and time.monotonic() - saved_at >= settings.lookback_save_seconds:
                     await registry.flush()

@@ -81,3 +81,16 @@ def test_a_malformed_batch_goes_to_the_dead_letter_output():
     out = proc.apply("j", at, envelope.BATCH + b'{"t":"in","p":0,"o":[1],"n":[5]}\nab')
     dead = [orjson.loads(o.value) for o in out if o.topic == "dead_letter"]
     assert len(dead) == 1 and "bad work message" in dead[0]["reason"]
+
+
+def test_batches_split_at_the_event_and_byte_caps_and_keep_every_event_in_order():
+    big = b"x" * (envelope.BATCH_BYTES // 3)
+    events = [(i, big if i % 7 == 0 else orjson.dumps({"i": i})) for i in range(1, 1300)]
+    values = envelope.batches("in", 2, events)
+    decoded = [envelope.decode(v)[1] for v in values]
+    assert all(t == "in" and p == 2 for t, p, _ in decoded)
+    assert [e for _, _, evs in decoded for e in evs] == events
+    assert max(len(evs) for _, _, evs in decoded) <= envelope.BATCH_EVENTS
+    assert all(sum(len(r) for _, r in evs) <= envelope.BATCH_BYTES for _, _, evs in decoded)
+    assert len(values) > -(-len(events) // envelope.BATCH_EVENTS)  # the byte cap split some
+    assert envelope.batches("in", 0, []) == []
