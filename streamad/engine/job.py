@@ -103,6 +103,30 @@ class JobEngine:
         self.filters = dict(filters)
         self.calendars = tuple(c for c in calendars if c.applies_to(self.job.job_id, self.job.groups))
 
+    def update_job(self, job: Job, filters: dict[str, Filter] | None = None,
+                   calendars: tuple[Calendar, ...] | None = None) -> None:
+        """Take a job update (Elastic's `_update`: descriptions, custom rules, model plot, groups,
+        renormalization window, limits) while models and results history stay, with the filters and
+        calendars of the updated job. What is analysed (bucket span, functions, fields) cannot
+        change: ValueError."""
+        def shape(j: Job) -> tuple:
+            return (j.bucket_span_s, tuple((d.function, d.field_name, d.by_field_name, d.over_field_name,
+                                            d.partition_field_name) for d in j.detectors))
+        if shape(job) != shape(self.job):
+            raise ValueError("an update cannot change the bucket span or the detectors' functions and fields")
+        filters = self.filters if filters is None else filters
+        check_filters(job, filters)
+        self.job = job
+        self.use_context(filters, self.calendars if calendars is None else calendars)
+        for state, det in zip(self.detectors, job.detectors):
+            state.job, state.det = job, det
+        self.plot = job.model_plot_config is not None and job.model_plot_config.enabled
+        self.plot_terms = set(job.model_plot_config.terms) if job.model_plot_config else set()
+        self.annotations = job.model_plot_config is not None and job.model_plot_config.annotations_enabled
+        self.has_rules = any(d.custom_rules for d in job.detectors)
+        self.scorer.job = job
+        self.scorer.window_s = job.renormalization_window_s
+
     # ------------------------------------------------------------------ state
     # Callbacks and compiled queries are rebuilt from the job on restore, never stored.
     _TRANSIENT = ("emit", "dead_letter", "query")

@@ -7,6 +7,7 @@ the job's engine); result queries answer from the results index.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import orjson
@@ -67,6 +68,39 @@ class Api:
         if feed is not None:
             await self.registry.put(f"datafeed/{feed['datafeed_id']}", {"config": feed, "state": "stopped"})
             config["datafeed_config"] = feed
+        return config
+
+    async def update_job(self, job_id: str, body: dict) -> dict:
+        """Elastic's `_update`: the fields it allows, validated as a whole job; an opened job takes
+        the update through its work log (models and results stay)."""
+        entry = self._job(job_id)
+        unknown = sorted(set(body) - _UPDATABLE)
+        if unknown:
+            raise ApiError(400, "x_content_parse_exception", f"[job_update] unknown field [{unknown[0]}]")
+        cfg = copy.deepcopy(entry["config"])
+        for key, value in body.items():
+            if key == "detectors":
+                _update_detectors(cfg["analysis_config"]["detectors"], value)
+            elif key in ("categorization_filters", "model_prune_window", "per_partition_categorization"):
+                cfg["analysis_config"][key] = value
+            elif key == "analysis_limits":
+                if entry["state"] == "opened":
+                    raise ApiError(400, "illegal_argument_exception",
+                                   f"Cannot update analysis_limits while job [{job_id}] is open")
+                if not isinstance(value, dict):
+                    raise ConfigError("analysis_limits", "object_required", "analysis_limits must be an object")
+                cfg["analysis_limits"] = {**cfg.get("analysis_limits", {}), **value}
+            else:
+                cfg[key] = value
+        job = Job.from_dict(cfg, job_id=job_id)
+        check_filters(job, self.context.filters())
+        config = job.to_dict()
+        config["create_time"] = entry["config"].get("create_time", 0)
+        config.pop("datafeed_config", None)
+        await self.registry.put(f"job/{job_id}", {**entry, "config": config})
+        if entry["state"] == "opened":
+            await self.worker.send_control(job_id, "update", job=self._job_with_feed(job_id),
+                                           **self.context.for_job(config))
         return config
 
     def get_jobs(self, job_id: str | None) -> dict:
@@ -245,6 +279,36 @@ class Api:
                 "native_code": {"build_hash": "streamad", "version": _version()}}
 
 
+_UPDATABLE = frozenset({
+    "allow_lazy_open", "analysis_limits", "background_persist_interval", "custom_settings",
+    "categorization_filters", "description", "model_plot_config", "model_prune_window",
+    "daily_model_snapshot_retention_after_days", "model_snapshot_retention_days",
+    "renormalization_window_days", "results_retention_days", "groups", "detectors",
+    "per_partition_categorization"})
+
+
+def _update_detectors(detectors: list[dict], updates) -> None:
+    """Apply `_update`'s detectors: [{detector_index, description?, custom_rules?}] in place."""
+    if not isinstance(updates, list):
+        raise ConfigError("detectors", "list_required", "detectors must be a list of detector updates")
+    for i, upd in enumerate(updates):
+        path = f"detectors[{i}]"
+        if not isinstance(upd, dict):
+            raise ConfigError(path, "object_required", "a detector update must be an object")
+        extra = sorted(set(upd) - {"detector_index", "description", "custom_rules"})
+        if extra:
+            raise ConfigError(f"{path}.{extra[0]}", "detector_update_field",
+                              "a detector update holds detector_index, description and custom_rules only")
+        idx = upd.get("detector_index")
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(detectors):
+            raise ConfigError(f"{path}.detector_index", "detector_index_range",
+                              f"detector_index must be one of the job's detectors (0..{len(detectors) - 1})")
+        if "description" in upd:
+            detectors[idx]["detector_description"] = upd["description"]
+        if "custom_rules" in upd:
+            detectors[idx]["custom_rules"] = upd["custom_rules"]
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -328,6 +392,13 @@ def install(worker) -> None:
     class Jobs(View):
         async def get(self, request):
             return await respond(self, lambda: _sync(api.get_jobs(None)))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_update")
+    class JobUpdate(View):
+        async def post(self, request, job_id):
+            async def go():
+                return await api.update_job(job_id, await _body(request))
+            return await respond(self, go)
 
     @app.page("/_ml/anomaly_detectors/{job_id}")
     class JobView(View):

@@ -166,6 +166,11 @@ class JobProcessor:
             slot.datafeed_end_ms = cmd.get("end")
             if cmd.get("job"):
                 slot.engine.use_datafeed(Job.from_dict(cmd["job"]))
+        elif kind == "update":  # the job's _update API: rules, descriptions, model plot, ...
+            try:
+                slot.engine.update_job(Job.from_dict(cmd["job"]), *_context(cmd))
+            except (ConfigError, ValueError) as exc:
+                self._dead_letter(orjson.dumps(cmd), job_id, f"bad job update: {exc}")
         elif kind == "context":  # a filter or calendar of this job changed
             try:
                 slot.engine.use_context(*_context(cmd))

@@ -405,3 +405,58 @@ def test_filters_and_calendars_reach_running_jobs(kafka_bootstrap, tmp_path):
         assert http("GET", f"{url}/_ml/calendars/maint")[0] == 404
     finally:
         worker.stop()
+
+
+def test_job_update_reaches_the_running_job(kafka_bootstrap, tmp_path):
+    """`_update` as Elastic's: only its fields, validated; a rule added while the job runs applies
+    from then on, the models and earlier results stay."""
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    url = worker.url
+    hour = 3600
+    base = 472223 * hour
+
+    def events(first_hour: int, last_hour: int, spikes: set[int]) -> bytes:
+        out = []
+        for h in range(first_hour, last_hour):
+            for host in ("h1", "h2"):
+                n = 120 if host == "h1" and h in spikes else 10
+                out += [orjson.dumps({"timestamp": base + h * hour + 30 * i, "host": host}) for i in range(n)]
+        return b"\n".join(out) + b"\n"
+
+    try:
+        job = {"analysis_config": {"bucket_span": "1h", "detectors": [{"function": "count", "by_field_name": "host"}]},
+               "data_description": {"time_field": "timestamp", "time_format": "epoch"}}
+        assert http("PUT", f"{url}/_ml/anomaly_detectors/upd", job)[0] == 200
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/upd/_update", {"analysis_config": {}})
+        assert status == 400 and "unknown field [analysis_config]" in body["error"]["reason"]
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/upd/_update",
+                            {"detectors": [{"detector_index": 3, "description": "x"}]})
+        assert status == 400 and "detectors[0].detector_index" in body["error"]["reason"]
+        assert http("POST", f"{url}/_ml/anomaly_detectors/upd/_open")[1]["opened"] is True
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/upd/_update",
+                            {"analysis_limits": {"model_memory_limit": "20mb"}})
+        assert status == 400 and "while job [upd] is open" in body["error"]["reason"]
+        assert http("POST", f"{url}/_ml/anomaly_detectors/upd/_data", events(0, 45, {40}))[0] == 200
+        rule = {"actions": ["skip_result"], "conditions": [{"applies_to": "actual", "operator": "gt", "value": 50}]}
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/upd/_update", {
+            "description": "requests per host",
+            "detectors": [{"detector_index": 0, "description": "count by host", "custom_rules": [rule]}]})
+        assert status == 200, body
+        assert body["description"] == "requests per host"
+        assert body["analysis_config"]["detectors"][0]["detector_description"] == "count by host"
+        got = http("GET", f"{url}/_ml/anomaly_detectors/upd")[1]["jobs"][0]
+        assert got["analysis_config"]["detectors"][0]["custom_rules"][0]["actions"] == ["skip_result"]
+        assert http("POST", f"{url}/_ml/anomaly_detectors/upd/_data", events(45, 62, {56}))[0] == 200
+        assert http("POST", f"{url}/_ml/anomaly_detectors/upd/_close")[1]["closed"] is True
+
+        def records():
+            status, body = http("GET", f"{url}/_ml/anomaly_detectors/upd/results/buckets?size=1000")
+            if status != 200 or body["count"] < 61:
+                return None
+            return http("GET", f"{url}/_ml/anomaly_detectors/upd/results/records?size=1000")[1]["records"]
+        spikes = {(r["timestamp"] // 1000 - base) // hour for r in wait_for(records, 60, "61 buckets")
+                  if r["actual"][0] >= 100}
+        assert spikes == {40}, spikes  # hour 56 matches the rule added in between
+    finally:
+        worker.stop()
