@@ -411,6 +411,14 @@ class DetectorState:
                 out[(fname, v)] = 1.0
         return out
 
+    def forecast_series(self, f: int) -> list[tuple[tuple, int]]:
+        """(series key, bank row) of every series modelled for feature f, in key order."""
+        return sorted(self.rows[f].items(), key=lambda kv: _sort_key(kv[0]))
+
+    @property
+    def description(self) -> str:
+        return DESCRIPTIONS[self.statistic]
+
     def series_count(self) -> int:
         return sum(len(b) for b in self.banks)
 

@@ -22,6 +22,7 @@ from streamad.datafeed.aggregation import DatafeedAggregator
 from streamad.datafeed.query import compile_query
 from streamad.engine import ids
 from streamad.engine.detector import DetectorState
+from streamad.engine.forecast import ForecastRequest, forecast_docs
 from streamad.engine.scorer import JobScorer, _r
 from streamad.ingest.counts import DataCounts
 from streamad.ingest.fields import MISSING, FieldGetter
@@ -126,6 +127,11 @@ class JobEngine:
         self.has_rules = any(d.custom_rules for d in job.detectors)
         self.scorer.job = job
         self.scorer.window_s = job.renormalization_window_s
+
+    def forecast(self, request: ForecastRequest) -> None:
+        """Emit a forecast's documents (the models are read, never changed)."""
+        for doc in forecast_docs(self, request):
+            self.emit(doc)
 
     # ------------------------------------------------------------------ state
     # Callbacks and compiled queries are rebuilt from the job on restore, never stored.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import time
+import uuid
 
 import orjson
 from faust.web import View
 
 from streamad.config.errors import ConfigError
 from streamad.config.job import Job, parse_datafeed
+from streamad.engine.forecast import unsupported_reason
 from streamad.engine.job import check_filters
 from streamad.runtime import metrics
 from streamad.runtime.context import ContextError, JobContext
@@ -175,6 +177,24 @@ class Api:
         counts = self.results.get(job_id, f"{job_id}_data_counts") or {"job_id": job_id}
         return {**{k: v for k, v in counts.items() if k != "_id"}, "streamad_accepted_record_count": len(raws)}
 
+    async def forecast(self, job_id: str, params: dict) -> dict:
+        """Elastic's `_forecast`: the job (open) projects its models forward through its work log."""
+        entry = self._opened(job_id)
+        reason = unsupported_reason(Job.from_dict(entry["config"]))
+        if reason is not None:
+            raise ApiError(400, "illegal_argument_exception", f"Cannot run forecast: {reason}")
+        duration = _seconds(params.get("duration"), "duration", 86400)
+        if duration <= 0 or duration > 3650 * 86400:
+            raise ApiError(400, "illegal_argument_exception",
+                           "[duration] must be positive and at most 3650d")
+        expires = _seconds(params.get("expires_in"), "expires_in", 14 * 86400)
+        if expires < 0:
+            raise ApiError(400, "illegal_argument_exception", "[expires_in] must not be negative")
+        forecast_id = uuid.uuid4().hex[:20]
+        await self.worker.send_control(job_id, "forecast", forecast_id=forecast_id, duration_s=duration,
+                                       expires_in_s=expires, create_ms=int(time.time() * 1000))
+        return {"acknowledged": True, "forecast_id": forecast_id}
+
     def stats(self, job_id: str | None) -> dict:
         ids = sorted(self.registry.jobs) if job_id in (None, "_all", "*") else job_id.split(",")
         out = []
@@ -184,12 +204,25 @@ class Api:
             size = self.results.get(jid, f"{jid}_model_size_stats") or {
                 "job_id": jid, "result_type": "model_size_stats", "model_bytes": 0, "memory_status": "ok"}
             item = {"job_id": jid, "data_counts": _public(counts), "model_size_stats": _public(size),
-                    "forecasts_stats": {"total": 0, "forecasted_jobs": 0}, "state": entry["state"]}
+                    "forecasts_stats": self._forecasts_stats(jid), "state": entry["state"]}
             if entry["state"] == "opened":
                 item["node"] = {"name": self.worker.settings.app_id}
                 item["open_time"] = f"{max(int(time.time() - entry.get('open_time', 0) / 1000), 0)}s"
             out.append(item)
         return {"count": len(out), "jobs": out}
+
+    def _forecasts_stats(self, job_id: str) -> dict:
+        done = self.results.of_type(job_id, "model_forecast_request_stats")
+        if not done:
+            return {"total": 0, "forecasted_jobs": 0}
+        records = [d["processed_record_count"] for d in done]
+        statuses: dict[str, int] = {}
+        for d in done:
+            statuses[d["forecast_status"]] = statuses.get(d["forecast_status"], 0) + 1
+        return {"total": len(done), "forecasted_jobs": 1,
+                "records": {"total": sum(records), "min": min(records), "max": max(records),
+                            "avg": sum(records) / len(records)},
+                "status": statuses}
 
     def results_of(self, job_id: str, kind: str, params: dict) -> dict:
         self._job(job_id)
@@ -277,6 +310,20 @@ class Api:
                              "datafeeds": {"scroll_size": 1000}},
                 "limits": {"total_ml_memory": "0b"}, "upgrade_mode": False,
                 "native_code": {"build_hash": "streamad", "version": _version()}}
+
+
+def _seconds(value, name: str, default: int) -> int:
+    """A duration parameter ("1d", "36h", seconds as a number) in whole seconds."""
+    if value in (None, ""):
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    from streamad.config.units import parse_duration
+
+    try:
+        return int(parse_duration(value, name))
+    except ConfigError as exc:
+        raise ApiError(400, "illegal_argument_exception", f"[{name}]: {exc}") from None
 
 
 _UPDATABLE = frozenset({
@@ -392,6 +439,13 @@ def install(worker) -> None:
     class Jobs(View):
         async def get(self, request):
             return await respond(self, lambda: _sync(api.get_jobs(None)))
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_forecast")
+    class Forecast(View):
+        async def post(self, request, job_id):
+            async def go():
+                return await api.forecast(job_id, await _params(request))
+            return await respond(self, go)
 
     @app.page("/_ml/anomaly_detectors/{job_id}/_update")
     class JobUpdate(View):

@@ -19,6 +19,7 @@ import orjson
 from streamad.config.errors import ConfigError
 from streamad.config.filters import Calendar, Filter
 from streamad.config.job import Job
+from streamad.engine.forecast import ForecastRequest
 from streamad.engine.job import JobEngine
 from streamad.ingest.reader import decode_json
 from streamad.runtime import envelope
@@ -171,6 +172,9 @@ class JobProcessor:
                 slot.engine.update_job(Job.from_dict(cmd["job"]), *_context(cmd))
             except (ConfigError, ValueError) as exc:
                 self._dead_letter(orjson.dumps(cmd), job_id, f"bad job update: {exc}")
+        elif kind == "forecast":
+            slot.engine.forecast(ForecastRequest(cmd["forecast_id"], int(cmd["duration_s"]), int(cmd["create_ms"]),
+                                                 int(cmd.get("expires_in_s", 0))))
         elif kind == "context":  # a filter or calendar of this job changed
             try:
                 slot.engine.use_context(*_context(cmd))

@@ -3,6 +3,7 @@ rebalances; dead letters; REST errors; /metrics over HTTP."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -458,5 +459,36 @@ def test_job_update_reaches_the_running_job(kafka_bootstrap, tmp_path):
         spikes = {(r["timestamp"] // 1000 - base) // hour for r in wait_for(records, 60, "61 buckets")
                   if r["actual"][0] >= 100}
         assert spikes == {40}, spikes  # hour 56 matches the rule added in between
+    finally:
+        worker.stop()
+
+
+def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    url = worker.url
+    hour = 3600
+    base = 472223 * hour
+    try:
+        job = {"analysis_config": {"bucket_span": "1h", "detectors": [{"function": "mean", "field_name": "v"}]},
+               "data_description": {"time_field": "timestamp", "time_format": "epoch"}}
+        assert http("PUT", f"{url}/_ml/anomaly_detectors/fc", job)[0] == 200
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast")
+        assert status == 409  # not open
+        assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_open")[1]["opened"] is True
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast?duration=0s")
+        assert status == 400 and "[duration]" in body["error"]["reason"]
+        lines = b"\n".join(orjson.dumps({"timestamp": base + h * hour + 60, "v": 50 + 25 * math.sin(h / 24 * 6.283)})
+                           for h in range(24 * 7))
+        assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_data", lines)[0] == 200
+        assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_flush?advance_time={(base + 24 * 7 * hour) * 1000}")[0] == 200
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast", {"duration": "1d"})
+        assert status == 200 and body["acknowledged"] is True and body["forecast_id"]
+
+        def stats():
+            got = http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["forecasts_stats"]
+            return got if got["total"] == 1 else None
+        got = wait_for(stats, 60, "the forecast's request stats")
+        assert got["forecasted_jobs"] == 1 and got["records"]["total"] == 24 and got["status"] == {"finished": 1}
     finally:
         worker.stop()
