@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dead-letter", help="write rejected records here as NDJSON")
     parser.add_argument("--filters", help="JSON file with a list of filters (Elastic filter bodies) used by rule scopes")
     parser.add_argument("--calendars", help="JSON file with a list of calendars (calendar_id, job_ids, events)")
+    parser.add_argument("--forecast", metavar="DURATION",
+                        help="after the input, forecast each job this far ahead (e.g. 2d), as the _forecast API")
     parser.add_argument("--quiet", action="store_true", help="no data_counts summary on stderr")
 
 
@@ -78,6 +80,8 @@ def run(args) -> int:
 
     try:
         runner.run(read_records(args.input, args.format), progress)
+        if args.forecast:
+            _forecast(runner, args.forecast)
         out.write(b"".join(buf))
         out.flush()
     except OSError as exc:
@@ -97,6 +101,20 @@ def run(args) -> int:
     return 0
 
 _BAD = object()
+
+
+def _forecast(runner, duration: str) -> None:
+    """Forecast every job that can be; the id and create time come from the data (reproducible)."""
+    from streamad.config.units import parse_duration
+    from streamad.engine.forecast import ForecastRequest, unsupported_reason
+
+    seconds = int(parse_duration(duration, "--forecast"))
+    for engine in runner.engines:
+        if unsupported_reason(engine.job) is not None:
+            print(f"streamad run: {engine.job.job_id}: {unsupported_reason(engine.job)}", file=sys.stderr)
+            continue
+        created = int((engine.latest_time or 0) * 1000)
+        engine.forecast(ForecastRequest(f"{engine.job.job_id}-{created}", seconds, created, 14 * 86400))
 
 
 def _read(path: str, what: str, parse):

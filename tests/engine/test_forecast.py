@@ -83,3 +83,27 @@ def test_a_job_without_a_full_bucket_reports_a_failed_forecast():
     JobEngine(job, out.append).forecast(ForecastRequest("f0", 86400, 5, 0))
     assert [d["forecast_status"] for d in out] == ["failed"]
     assert "forecast_expiry_timestamp" not in out[0]
+
+
+def test_streamad_run_forecast_flag_writes_the_same_forecast_twice(tmp_path):
+    import subprocess
+    import sys
+
+    job = tmp_path / "job.json"
+    job.write_bytes(orjson.dumps({"job_id": "cli", "analysis_config": {
+        "bucket_span": "1h", "detectors": [{"function": "mean", "field_name": "v"}]},
+        "data_description": {"time_field": "t", "time_format": "epoch"}}))
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(orjson.dumps({"t": BASE + h * HOUR + 5, "v": _level(40.0, h)}) + b"\n"
+                              for h in range(24 * 5)))
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"out{i}.ndjson"
+        subprocess.run([sys.executable, "-m", "streamad", "run", "--job", str(job), "--input", str(data),
+                        "--output", str(out), "--forecast", "12h", "--quiet"], check=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    docs = [orjson.loads(line) for line in outs[0].splitlines()]
+    points = [d for d in docs if d["result_type"] == "model_forecast"]
+    assert len(points) == 12 and points[0]["timestamp"] == (BASE + 5 * 86400) * 1000
+    assert docs[-1]["result_type"] == "model_forecast_request_stats" and docs[-1]["forecast_status"] == "finished"
