@@ -150,6 +150,7 @@ class Api:
         feed = self.registry.datafeed_for_job(job_id)
         if feed is not None:
             await self.registry.put(f"datafeed/{feed[0]}", None)
+            await self._drop_lookbacks(feed[0])
         await self.worker.send_control(job_id, "delete")
         await self.registry.put(f"job/{job_id}", None)
         self.results.drop(job_id)
@@ -266,7 +267,15 @@ class Api:
         if feed["state"] == "started" and not force:
             raise ApiError(409, "status_exception", f"Cannot delete datafeed [{feed_id}] while its status is started")
         await self.registry.put(f"datafeed/{feed_id}", None)
+        await self._drop_lookbacks(feed_id)
         return {"acknowledged": True}
+
+    async def _drop_lookbacks(self, feed_id: str, keep_run=None) -> None:
+        """Tombstone the lookback progress records of a datafeed's earlier runs (compaction drops them)."""
+        prefix = f"lookback/{feed_id}/"
+        for key in sorted(k for k in self.registry.lookbacks if k.startswith(prefix)):
+            if keep_run is None or not key.startswith(f"{prefix}{keep_run}/"):
+                await self.registry.put(key, None)
 
     async def start_datafeed(self, feed_id: str, params: dict) -> dict:
         feed = self._feed(feed_id)
@@ -280,8 +289,10 @@ class Api:
         # what is already on its topics is read by a lookback per partition (see runtime.lookback);
         # `run` tells this start's lookback progress from an earlier start's
         plan = await self.worker.lookback_plan(feed["config"].get("indices", []), start)
+        run = time.time_ns()
         await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "started", "start": start, "end": end,
-                                                        "run": time.time_ns(), "lookback": plan})
+                                                        "run": run, "lookback": plan})
+        await self._drop_lookbacks(feed_id, keep_run=run)
         return {"started": True, "node": [self.worker.settings.app_id]}
 
     async def stop_datafeed(self, feed_id: str) -> dict:
