@@ -102,6 +102,7 @@ class Worker:
         app.agent(self.work_topic, name="detector")(self._detect)
         app.timer(interval=max(s.snapshot_seconds / 2, 0.5))(self._tick)
         app.timer(interval=5.0)(self._lag)
+        app.timer(interval=60.0)(self._retention)
         app.timer(interval=1.0)(self._realtime)
         app.timer(interval=0.5)(self._supervise_lookbacks)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -441,6 +442,13 @@ class Worker:
             if slot.dirty and now - slot.last_snapshot >= self.settings.snapshot_seconds:
                 slot.last_snapshot = now  # one tick per interval
                 await self.work_topic.send(key=job_id.encode(), value=envelope.control("tick"))
+
+    async def _retention(self) -> None:
+        """Results older than a job's results_retention_days leave the results index."""
+        for job_id, entry in list(self.registry.jobs.items()):
+            days = entry["config"].get("results_retention_days")
+            if days:
+                self.results.prune(job_id, int(days))
 
     async def _lag(self) -> None:
         consumer = self.app.consumer

@@ -59,11 +59,31 @@ class ResultsIndex:
     def drop(self, job_id: str) -> None:
         self.docs.pop(job_id, None)
 
+    def prune(self, job_id: str, retention_days: int) -> int:
+        """Forget a job's results older than `retention_days` before its latest result (Elastic's
+        results_retention_days; its nightly maintenance deletes them). Returns how many went."""
+        docs = self.docs.get(job_id)
+        if not docs:
+            return 0
+        latest = max((d["timestamp"] for d in docs.values() if isinstance(d.get("timestamp"), int)), default=None)
+        if latest is None:
+            return 0
+        cutoff = latest - retention_days * 86_400_000
+        old = [k for k, d in docs.items() if isinstance(d.get("timestamp"), int) and d["timestamp"] < cutoff
+               and d.get("result_type") in _RETAINED]
+        for k in old:
+            del docs[k]
+        return len(old)
+
     def of_type(self, job_id: str, result_type: str) -> list[dict]:
         return [d for d in self.docs.get(job_id, {}).values() if d.get("result_type") == result_type]
 
     def get(self, job_id: str, doc_id: str) -> dict | None:
         return self.docs.get(job_id, {}).get(doc_id)
+
+
+# what results_retention_days removes (annotations, data_counts and model_size_stats stay)
+_RETAINED = frozenset({"bucket", "record", "influencer", "bucket_influencer", "model_plot", "model_forecast"})
 
 
 def query(docs: list[dict], params: dict, score_field: str, default_sort: str) -> tuple[int, list[dict]]:
