@@ -2,19 +2,23 @@
 
 Series are keyed by (partition value, by value) for individual analysis, and by (partition value,
 by value) *attribute* shared by every over value for population analysis (ELASTIC_MODEL §1.2).
-At bucket close the detector updates its `SeriesBank`s in one batch per feature, then scores the
-same values (update first, as Elastic does), and returns `Leaf`s for the job scorer.
+At bucket close the detector scores its `SeriesBank`s in one batch per feature, then updates them
+(a value is judged by the model that predicted it), and returns a `LeafBatch` for the job scorer:
+arrays over all its series (a `SeriesTable` keeps ids, key order and rows), so that only the
+anomalous series cost per-series Python work.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamad.config.functions import HIGH, LOW, TWO_SIDED
 from streamad.config.job import Detector, Job
+from streamad.engine.leaves import Leaf, LeafBatch
+from streamad.engine.packed import PackedArray
+from streamad.engine.series import SeriesTable
 from streamad.engine.statistics import DAY, WEEK, Accumulator, features, keeps_distinct, keeps_values
 from streamad.ingest.fields import MISSING, FieldGetter, keyword_string
 from streamad.models import ModelParams, SeriesBank
@@ -25,30 +29,6 @@ DESCRIPTIONS = {"count": "count", "distinct_count": "distinct_count", "info_cont
                 "rare": "rare", "freq_rare": "rare", "time_of_day": "time", "time_of_week": "time",
                 "lat_long": "lat_long", "metric": "metric"}
 _METRIC_FEATURES = (("mean", TWO_SIDED), ("min", LOW), ("max", HIGH))
-
-
-@dataclass
-class Leaf:
-    """One scored series in one bucket: what the job scorer aggregates and writes as a record."""
-
-    detector_index: int
-    function: str
-    function_description: str
-    field_name: str | None
-    partition: tuple[str, str] | None
-    by: tuple[str, str] | None
-    over: tuple[str, str] | None
-    probability: float
-    actual: list[float]
-    typical: list[float]
-    lower: float = math.nan
-    upper: float = math.nan
-    multi_bucket_impact: float | None = None
-    influences: dict[tuple[str, str], float] = field(default_factory=dict)
-    skip_result: bool = False
-    skip_quantiles: bool = False
-    causes: list[dict] | None = None
-    plot: bool = True
 
 
 def _str(value):
@@ -96,7 +76,6 @@ class DetectorState:
         self.influencer_getters = tuple(FieldGetter(f) for f in self.influencer_fields)
         self.own_fields = {det.partition_field_name, det.by_field_name, det.over_field_name} - {None}
         self.banks: list[SeriesBank] = []
-        self.rows: list[dict] = []
         feats = _METRIC_FEATURES if self.statistic == "metric" else ((self.statistic, self.spec.side),)
         if self.statistic == "lat_long":
             feats = (("lat", TWO_SIDED), ("lon", TWO_SIDED))
@@ -113,13 +92,33 @@ class DetectorState:
                 multi_bucket=not self.population and self.statistic not in ("time_of_day", "time_of_week", "lat_long"),
             )
             self.banks.append(SeriesBank(params))
-            self.rows.append({})
+        self.table = SeriesTable(len(self.banks), self.population)  # series ids, key order, rows, last seen
         # rare: per partition, decayed number of buckets each by value (or by value per over) appeared in
         self.rare_counts: dict[str | None, dict[str, float]] = {}
         self.rare_people: dict[str | None, dict[str, set]] = {}
         self.buckets_seen = 0
-        self.known: dict[tuple, int] = {}  # series key -> last bucket seen (for empty buckets and pruning)
         self.first_time: float | None = None
+
+    # ----------------------------------------------------------------- state
+    STATE_VERSION = 2  # 2: series table, banks pickled packed without spare capacity (1: known/rows dicts)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["banks"] = [_trimmed(b) for b in self.banks]
+        state["state_version"] = self.STATE_VERSION
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        version = state.pop("state_version", 1)
+        if version == 1:
+            known, rows = state.pop("known"), state.pop("rows")
+            state["table"] = SeriesTable.of_dicts(len(state["banks"]), state["population"], known, rows)
+        self.__dict__.update(state)
+
+    @property
+    def known(self) -> list[tuple]:
+        """Keys of the series that have had a value (for empty buckets and model size stats)."""
+        return self.table.known_keys()
 
     # ----------------------------------------------------------------- gathering
     def key_of(self, doc: dict):
@@ -196,113 +195,160 @@ class DetectorState:
         return True
 
     # ----------------------------------------------------------------- closing
-    def _row(self, f: int, key) -> int:
-        rows = self.rows[f]
-        r = rows.get(key)
-        if r is None:
-            r = int(self.banks[f].add(1)[0])
-            rows[key] = r
-        return r
-
-    def close(self, t: int, bucket: dict, interim: bool, rule_eval) -> list[Leaf]:
-        """Model and score one bucket; returns its leaves (all scored series, anomalous or not)."""
+    def close(self, t: int, bucket: dict, interim: bool, rule_eval) -> LeafBatch | None:
+        """Model and score one bucket; its leaves (all scored series, anomalous or not), None if none."""
         if self.first_time is None:
             if not bucket:
-                return []
+                return None
             self.first_time = float(t)
         self.buckets_seen += 1
         if self.statistic in ("rare", "freq_rare"):
-            return self._close_rare(t, bucket, interim)
+            leaves = self._close_rare(t, bucket, interim)
+            return LeafBatch.of_leaves(self.det, leaves) if leaves else None
         stat = self.statistic
+        table = self.table
         # series with a value this bucket (plus known series for functions that count empty buckets)
-        entries: dict[tuple, Accumulator | None] = dict(bucket)
+        accs: list[Accumulator | None] = list(bucket.values())
+        sids = table.ids_of(list(bucket))
+        if accs:
+            table.seen[sids] = t
         if self.spec.empty_buckets and not self.population:
-            for key in self.known:
-                if key not in entries:
-                    entries[key] = None
-        keys = sorted(entries, key=_sort_key)
-        for key in keys:
-            if entries[key] is not None:
-                self.known[key] = t
-        if not keys:
-            return []
-        model_keys = [(k[0], k[1]) if self.population else k for k in keys]
-        leaves_values: list[list[float]] = []
-        for key in keys:
-            leaves_values.append(features(stat, entries[key]))
-        nfeat = len(self.banks)
+            known = table.known()
+            if known.shape[0] > sids.shape[0]:
+                absent = np.ones(len(table), dtype=bool)
+                absent[sids] = False
+                extra = known[absent[known]]
+                sids = np.concatenate([sids, extra])
+                accs.extend([None] * extra.shape[0])
+        n_all = sids.shape[0]
+        if n_all == 0:
+            return None
+        if n_all > 1:
+            order = np.argsort(table.rank[sids], kind="stable")  # key order
+            sids = sids[order]
+            accs = [accs[i] for i in order.tolist()]
+        ones = np.ones(n_all)  # count variance scales, and update weights unless a rule lowers them
         results = []
-        for f in range(nfeat):
-            idx, xs, ws, vs, pos = [], [], [], [], []
-            for j, key in enumerate(keys):
-                vals = leaves_values[j]
-                if len(vals) <= (f if stat in ("metric", "lat_long") else 0):
+        for f, (x_all, has) in enumerate(self._values(accs)):
+            if has is None:  # every series has a value
+                pos, fs, x_a = None, sids, x_all
+            else:
+                pos = np.flatnonzero(has)
+                if pos.shape[0] == 0:
+                    results.append(None)
                     continue
-                x = vals[f] if stat in ("metric", "lat_long") else vals[0]
-                acc = entries[key]
-                weight = 1.0
-                if acc is None:  # empty bucket of a known series: weight by how often it has data
-                    weight = 1.0
-                skip_update = rule_eval is not None and rule_eval(self, key, x, t, "update")
-                if skip_update:
-                    weight = SKIP_MODEL_UPDATE_WEIGHT
-                idx.append(self._row(f, model_keys[j]))
-                xs.append(x)
-                ws.append(weight)
-                vs.append(1.0)
-                pos.append(j)
-            if not idx:
-                results.append(None)
-                continue
-            idx_a = np.asarray(idx, dtype=np.int64)
-            x_a = np.asarray(xs)
+                fs, x_a = sids[pos], x_all[pos]
+            m = fs.shape[0]
+            idx_a = table.rows_of(f, fs, self.banks[f])
+            vs = ones if m == n_all else ones[:m]
+            ws = vs
+            if rule_eval is not None:
+                ws = np.ones(m)
+                keys = table.keys
+                for k, sid in enumerate(fs.tolist()):
+                    if rule_eval(self, keys[sid], float(x_a[k]), t, "update"):
+                        ws[k] = SKIP_MODEL_UPDATE_WEIGHT
             # score against the model as it predicted this bucket, then learn from it: a value is
             # never judged by a model it has already moved
-            sc = self.banks[f].score(idx_a, t, x_a, np.asarray(vs), multi_bucket=True)
+            sc = self.banks[f].score(idx_a, t, x_a, vs, multi_bucket=True)
             if not interim:
-                self.banks[f].update(idx_a, t, x_a, np.asarray(ws), np.asarray(vs))
+                self.banks[f].update(idx_a, t, x_a, ws, vs)
             results.append((pos, idx_a, x_a, sc))
-        leaves: list[Leaf] = []
-        per_key: dict[int, list] = {}
-        for f, res in enumerate(results):
-            if res is None:
-                continue
-            pos, idx_a, x_a, sc = res
-            for n, j in enumerate(pos):
-                per_key.setdefault(j, []).append((f, float(x_a[n]), sc, n, int(idx_a[n])))
-        det = self.det
-        for j in sorted(per_key):
-            key = keys[j]
-            items = per_key[j]
-            part, by, over = key
-            # metric/lat_long: the record's probability is the smallest over its features
-            best = min(items, key=lambda it: it[2].probability[it[3]])
-            f, x, sc, n, row = best
-            p = float(sc.probability[n])
-            if stat in ("time_of_day", "time_of_week") and self.first_time is not None:
-                period = DAY if stat == "time_of_day" else WEEK
-                q = math.exp(-(((t - self.first_time) / period) ** 4))
-                p = q + (1.0 - q) * p
-            actual = [it[1] for it in items] if stat == "lat_long" else [x]
-            typical = [float(it[2].typical[it[3]]) for it in items] if stat == "lat_long" else [float(sc.typical[n])]
-            leaf = Leaf(
-                detector_index=det.detector_index, function=det.function,
-                function_description=("min" if f == 1 else "max" if f == 2 else "mean") if stat == "metric"
-                else DESCRIPTIONS[stat],
-                field_name=det.field_name,
-                partition=(det.partition_field_name, part) if det.partition_field_name else None,
-                by=(det.by_field_name, by) if det.by_field_name else None,
-                over=(det.over_field_name, over) if det.over_field_name else None,
-                probability=p, actual=actual, typical=typical,
-                lower=float(sc.lower[n]), upper=float(sc.upper[n]),
-                multi_bucket_impact=None if self.population else float(sc.multi_bucket_impact[n]),
-            )
-            if rule_eval is not None and rule_eval(self, key, x, t, "result", typical[0]):
-                leaf.skip_result = True
-            if p < 0.035 and not leaf.skip_result:
-                leaf.influences = self._influences(key, entries[key], p, f, row, x, t)
-            leaves.append(leaf)
-        return leaves
+        if results[0] is None:
+            return None
+        pos = results[0][0]
+        # a multi-feature statistic (metric, lat_long) has every feature or none
+        assert len(results) == 1 or all(r is not None and (r[0] is pos or np.array_equal(r[0], pos))
+                                        for r in results)
+        leaf_sids = sids if pos is None else sids[pos]
+        n = leaf_sids.shape[0]
+        p = results[0][3].probability
+        if len(results) == 1:
+            best = None
+            x, rows, sc = results[0][2], results[0][1], results[0][3]
+            typical0, lower, upper, mbi = sc.typical, sc.lower, sc.upper, sc.multi_bucket_impact
+        else:
+            # metric/lat_long: the record's probability is the smallest over its features (first on ties)
+            best = np.zeros(n, dtype=np.int64)
+            for f in range(1, len(results)):
+                pf = results[f][3].probability
+                better = pf < p
+                p = np.where(better, pf, p)
+                best[better] = f
+            at = np.arange(n)
+
+            def pick(arrays):
+                return np.stack(arrays)[best, at]
+
+            x = pick([r[2] for r in results])
+            rows = pick([r[1] for r in results])
+            typical0 = pick([r[3].typical for r in results])
+            lower, upper = pick([r[3].lower for r in results]), pick([r[3].upper for r in results])
+            mbi = pick([r[3].multi_bucket_impact for r in results])
+        if stat in ("time_of_day", "time_of_week"):
+            period = DAY if stat == "time_of_day" else WEEK
+            q = math.exp(-(((t - self.first_time) / period) ** 4))
+            p = q + (1.0 - q) * p
+        if stat == "lat_long":
+            actual = [r[2] for r in results]
+            typical = [r[3].typical for r in results]
+        else:
+            actual = [x]
+            typical = [typical0]
+        if stat == "metric":
+            names = ("mean", "min", "max")
+            descriptions = [names[b] for b in best.tolist()]
+        else:
+            descriptions = DESCRIPTIONS[stat]
+        skip = np.zeros(n, dtype=bool)
+        skipped = False
+        keys = table.keys
+        if rule_eval is not None:
+            first_typical = typical[0]
+            for i, sid in enumerate(leaf_sids.tolist()):
+                if rule_eval(self, keys[sid], float(x[i]), t, "result", float(first_typical[i])):
+                    skip[i] = skipped = True
+            low = np.flatnonzero((p < 0.035) & ~skip).tolist()
+        elif n <= 16:
+            low = [i for i, v in enumerate(p.tolist()) if v < 0.035]
+        else:
+            low = np.flatnonzero(p < 0.035).tolist()
+        influences = {}
+        for i in low:
+            influences[i] = self._influences(keys[leaf_sids[i]], accs[i if pos is None else pos[i]], float(p[i]),
+                                             0 if best is None else int(best[i]), int(rows[i]), float(x[i]), t)
+        return LeafBatch(self.det, keys, leaf_sids, p, actual, typical, lower, upper,
+                         None if self.population else mbi, descriptions, skip, influences, table.scopes,
+                         skipped=skipped)
+
+    def _values(self, accs: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per model feature: each series' value (in order) and which have one (`features`; None: all)."""
+        stat = self.statistic
+        if stat in ("mean", "min", "max", "metric"):  # never an empty-bucket entry (None)
+            ns = [a.n for a in accs]
+            has = None if 0 not in ns else np.asarray(ns) > 0
+            if stat in ("mean", "metric"):
+                mean = np.asarray([a.total / a.n if a.n else 0.0 for a in accs], dtype=np.float64)
+            if stat == "metric":
+                lo = np.asarray([a.lo for a in accs], dtype=np.float64)
+                hi = np.asarray([a.hi for a in accs], dtype=np.float64)
+                return [(mean, has), (lo, has), (hi, has)]
+            if stat == "mean":
+                return [(mean, has)]
+            return [(np.asarray([a.lo if stat == "min" else a.hi for a in accs], dtype=np.float64), has)]
+        if stat == "count":
+            return [(np.asarray([0.0 if a is None else a.count for a in accs], dtype=np.float64), None)]
+        if stat == "sum":
+            return [(np.asarray([0.0 if a is None or a.n == 0 else a.total for a in accs], dtype=np.float64), None)]
+        values = [features(stat, a) for a in accs]
+        multi = stat in ("metric", "lat_long")
+        out = []
+        for f in range(len(self.banks)):
+            has = np.asarray([len(v) > (f if multi else 0) for v in values], dtype=bool)
+            x = np.asarray([v[f if multi else 0] if h else 0.0 for v, h in zip(values, has.tolist())],
+                           dtype=np.float64)
+            out.append((x, has))
+        return out
 
     def _influences(self, key, acc, p: float, f: int, row: int, x: float, t: int) -> dict:
         out: dict[tuple[str, str], float] = {}
@@ -423,15 +469,26 @@ class DetectorState:
         return sum(len(b) for b in self.banks)
 
     def model_bytes(self) -> int:
-        return sum(len(b) for b in self.banks) * 8 * self.banks[0].S.shape[1] + 64 * len(self.known)
+        return sum(len(b) for b in self.banks) * 8 * self.banks[0].S.shape[1] + 64 * self.table.known().shape[0]
 
     def pop_events(self):
         out = []
         for f, bank in enumerate(self.banks):
-            inverse = {r: k for k, r in self.rows[f].items()}
-            for ev in bank.pop_events():
-                out.append((inverse.get(ev.series), ev))
+            events = bank.pop_events()
+            if events:
+                inverse = self.table.model_key_of_rows(f)
+                for ev in events:
+                    out.append((inverse.get(ev.series), ev))
         return out
+
+
+def _trimmed(bank: SeriesBank) -> SeriesBank:
+    """The bank as it pickles: same state, its state matrix cut to the rows in use (no spare capacity)
+    and packed (mostly 0 and NaN: see `PackedArray`)."""
+    copy = object.__new__(type(bank))
+    copy.__dict__.update(bank.__dict__)
+    copy.S = PackedArray(bank.S[: getattr(bank, "_size", bank.S.shape[0])])
+    return copy
 
 
 def _sort_key(key):

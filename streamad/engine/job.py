@@ -379,23 +379,24 @@ class JobEngine:
         scheduled = sorted((ev for cal in self.calendars for ev in cal.events_in_bucket(t_ms, self.span * 1000)),
                            key=lambda ev: (ev.start_ms, ev.end_ms, ev.description))
         skip_result = any(ev.skip_result for ev in scheduled)
-        leaves = []
+        batches = []
         rule_eval = self._rule_eval if self.has_rules else None
         if any(ev.skip_model_update for ev in scheduled):
             rule_eval = _skipping_model_update(rule_eval)
         for det, bucket in zip(self.detectors, buckets):
-            dl = det.close(start, bucket, interim, rule_eval)
+            batch = det.close(start, bucket, interim, rule_eval)
+            if batch is None:
+                continue
             if skip_result:
-                for lf in dl:
-                    lf.skip_result = True
-            leaves.extend(dl)
+                batch.skip_all()
+            batches.append(batch)
         if not interim:
             self.counts.bucket(t_ms, empty=event_count == 0, sparse=False)
-        docs = self.scorer.score_bucket(start, leaves, event_count, interim)
+        docs = self.scorer.score_bucket(start, batches, event_count, interim)
         if scheduled:
             docs[0]["scheduled_events"] = [ev.description for ev in scheduled]
-        if self.plot:
-            docs.extend(self._model_plot(start, leaves, interim))
+        if self.plot and not interim:
+            docs.extend(self._model_plot(start, [lf for b in batches if b.plot for lf in b.leaves()], interim))
         if not interim and self.annotations:
             docs.extend(self._annotations(start))
         for doc in docs:

@@ -16,14 +16,17 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
+
 from streamad.config.job import Job
 from streamad.engine import ids
-from streamad.engine.detector import Leaf
+from streamad.engine.leaves import Leaf, LeafBatch
 from streamad.scoring.aggregate import DETECTORS, PEOPLE, aggregate
 from streamad.scoring.normalizer import Normalizer
 from streamad.scoring.rawscore import MAX_ANOMALOUS_PROBABILITY, anomaly_score
 
 RENORMALIZE_MIN_CHANGE = 0.5  # a re-scored document is emitted again when it moves by this much
+_FEW = 16  # leaves of a batch up to which the scorer loops in Python rather than with numpy
 RECORD_LIMIT = 500  # records per bucket, lowest probability first (Elastic's per-bucket limit default)
 
 
@@ -47,19 +50,28 @@ class JobScorer:
             n = self.normalizers[key] = Normalizer(self.span)
         return n
 
-    def score_bucket(self, t: int, leaves: list[Leaf], event_count: float, interim: bool,
+    def score_bucket(self, t: int, batches: list[LeafBatch], event_count: float, interim: bool,
                      processing_time_ms: int = 0) -> list[dict]:
         job = self.job
         jid = job.job_id
         ts = int(t) * 1000
         span = self.span
         update = not interim
-        live = [lf for lf in leaves if not lf.skip_result]
+        # the leaves that are not skipped: (batch, their positions or None for all, their probabilities)
+        live = []
+        for b in batches:
+            if b.skipped:
+                at = np.flatnonzero(~b.skip)
+                if at.shape[0]:
+                    live.append((b, at, b.probability[at]))
+            else:
+                live.append((b, None, b.probability))
         # detector nodes and the root
-        by_det: dict[int, list[Leaf]] = {}
-        for lf in live:
-            by_det.setdefault(lf.detector_index, []).append(lf)
-        det_p = [aggregate([lf.probability for lf in by_det[d]], PEOPLE)[0] for d in sorted(by_det)]
+        by_det: dict[int, list[np.ndarray]] = {}
+        for b, _, ps in live:
+            by_det.setdefault(b.det.detector_index, []).append(ps)
+        det_p = [aggregate(ps[0] if len(ps) == 1 else np.concatenate(ps), PEOPLE)[0]
+                 for ps in (by_det[d] for d in sorted(by_det))]
         if len(det_p) > 1:
             root_p, root_raw = aggregate(det_p, DETECTORS)
         elif det_p:
@@ -88,9 +100,13 @@ class JobScorer:
         record_prov: list[tuple] = []
         # influencers: pivot per (field, value) and per field
         infl_nodes: dict[str, dict[str, list[float]]] = {}
-        for lf in live:
-            for (fname, value), w in lf.influences.items():
-                infl_nodes.setdefault(fname, {}).setdefault(value, []).append(lf.probability ** w if w > 0 else 1.0)
+        for b, at, _ in live:
+            for i, influences in b.influences.items():  # in leaf order
+                if not influences or (at is not None and b.skip[i]):
+                    continue
+                p = float(b.probability[i])
+                for (fname, value), w in influences.items():
+                    infl_nodes.setdefault(fname, {}).setdefault(value, []).append(p ** w if w > 0 else 1.0)
         influencer_docs = []
         for fname in job.analysis_config.influencers:
             values = infl_nodes.get(fname)
@@ -116,17 +132,44 @@ class JobScorer:
                         "is_interim": interim, "timestamp": ts,
                         "_id": ids.influencer_id(jid, ts, span, fname, value),
                     })
-        # records
+        # records: the anomalous leaves (p < MAX_ANOMALOUS_PROBABILITY, so a raw score > 0) come first in
+        # probability order and are normalized one by one; every other leaf scores 0, which only marks
+        # its scope as seen (the same whatever the order), so those are touched in bulk
         records = []
-        scored_leaves = sorted(live, key=lambda lf: (lf.probability, lf.detector_index, _leaf_sort(lf)))
-        for lf in scored_leaves:
-            part_name = lf.partition[0] if lf.partition else ""
+        anomalous: list[Leaf] = []
+        for b, at, ps in live:
+            n = ps.shape[0]
+            if n <= _FEW:  # plain Python is quicker than numpy calls on a few leaves
+                where = range(n) if at is None else at.tolist()
+                low, rest = [], []
+                for i, v in zip(where, ps.tolist()):
+                    (low if v < MAX_ANOMALOUS_PROBABILITY else rest).append(i)
+                n_rest = len(rest)
+            else:
+                mask = ps < MAX_ANOMALOUS_PROBABILITY
+                low = np.flatnonzero(mask)
+                low = (low if at is None else at[low]).tolist()
+                n_rest = n - len(low)
+            if low:
+                anomalous.extend(b.leaf(i) for i in low)
+            if n_rest:
+                norm = self._norm("leaf", *b.normalizer_key())  # one leaf normalizer per detector
+                if update:
+                    if norm not in touched:
+                        touched.append(norm)
+                    leaf_ids, scopes = b.ids, b.scopes
+                    if n <= _FEW:
+                        sids = [leaf_ids[i] for i in rest]
+                    else:
+                        sids = (leaf_ids if at is None else leaf_ids[at])[~mask].tolist()
+                    norm.touch([scopes[s] for s in sids])
+        if len(anomalous) > 1:
+            anomalous.sort(key=lambda lf: (lf.probability, lf.detector_index, _leaf_sort(lf)))
+        for lf in anomalous:
             person = lf.over or lf.by
-            person_name = person[0] if person else ""
-            norm = self._norm("leaf", part_name, person_name, lf.function, lf.field_name or "")
             scope = f"{lf.partition[1] if lf.partition else ''}\x00{person[1] if person else ''}"
-            raw, score = normalize(norm, lf.probability, scope)
-            if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
+            raw, score = normalize(self._leaf_norm(lf), lf.probability, scope)
+            if len(records) < RECORD_LIMIT:
                 records.append(self._record(lf, ts, score, interim))
                 record_prov.append(provenance[-1])
         bucket_time_doc = {
@@ -184,6 +227,11 @@ class JobScorer:
             out.extend(d for d in records if id(d) in changed)
             out.extend(d for d in influencer_docs if id(d) in changed)
         return out
+
+    def _leaf_norm(self, lf: Leaf) -> Normalizer:
+        person = lf.over or lf.by
+        return self._norm("leaf", lf.partition[0] if lf.partition else "", person[0] if person else "",
+                          lf.function, lf.field_name or "")
 
     def _record(self, lf: Leaf, ts: int, score: float, interim: bool) -> dict:
         jid = self.job.job_id

@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from streamad.kernels.special import log_gammainc_upper, norm_ppf
+from streamad.scoring.deviates import two_sided_deviates
 from streamad.scoring.rawscore import DBL_MIN, MAX_ANOMALOUS_PROBABILITY, anomaly_score, inverse_anomaly_score
 
 _LOG_DBL_MIN = math.log(DBL_MIN)
+_MANY = 32  # from this many probabilities an array is aggregated vectorised (below, the list code is faster)
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,45 @@ def log_extreme_probability(ps, m: int = 1) -> float:
     return min(value / (1.0 + math.log(m) / 2.1), 0.0)
 
 
+def _log_joint_many(ps: np.ndarray) -> float:
+    """`log_joint_probability` (rho 0) of an array of two or more probabilities, without NaN."""
+    n = ps.shape[0]
+    zs = two_sided_deviates(ps, _z)
+    # running sums add in order, as Python's sum does (np.sum would add pairwise)
+    s = float(np.cumsum(zs)[-1])
+    q = float(np.cumsum(zs * zs)[-1])
+    rho = 0.0
+    m = (q - rho * s * s / (n * rho + 1.0 - rho)) / (1.0 - rho)
+    return min(log_gammainc_upper(n / 2.0, max(m, 0.0) / 2.0), 0.0)
+
+
+def _log_smallest_many(ps: np.ndarray) -> float:
+    """`log_extreme_probability(ps, 1)` of an array without NaN."""
+    pm = min(max(float(ps.min()), DBL_MIN), 1.0)
+    return math.log(max(-math.expm1(ps.shape[0] * math.log1p(-pm)), DBL_MIN)) if pm < 1.0 else 0.0
+
+
 def aggregate(ps, style: Style = PEOPLE) -> tuple[float, float]:
-    """`CAnomalyScore::compute`: (probability, raw score) of a node from its children's probabilities."""
+    """`CAnomalyScore::compute`: (probability, raw score) of a node from its children's probabilities.
+
+    `ps` is a list, or an array (a detector's leaves: the z values and sums are then vectorised).
+    """
+    if isinstance(ps, np.ndarray):
+        if ps.shape[0] >= _MANY and style.min_extreme == style.max_extreme == 1:
+            ps = ps[ps == ps]
+            if ps.shape[0] > 1:
+                return _combine(_log_joint_many(ps), _log_smallest_many(ps), style)
+        ps = ps.tolist()
     ps = [p for p in ps if p == p]
     if not ps:
         return 1.0, 0.0
     log_pj = log_joint_probability(ps)
     n = len(ps)
     log_pe = min(log_extreme_probability(ps, m) for m in range(style.min_extreme, min(n, style.max_extreme) + 1))
+    return _combine(log_pj, log_pe, style)
+
+
+def _combine(log_pj: float, log_pe: float, style: Style) -> tuple[float, float]:
     log_max = math.log(MAX_ANOMALOUS_PROBABILITY)
     if log_pj > log_max and log_pe > log_max:
         p = math.exp(style.joint_weight * log_pj + style.extreme_weight * log_pe)

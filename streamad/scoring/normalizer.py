@@ -143,6 +143,20 @@ class Normalizer:
             return big
         return False
 
+    def touch(self, scopes) -> None:
+        """`update(0.0, scope)` for every scope, in bulk: a bucket's unremarkable leaves (raw score 0)."""
+        if not scopes:
+            return
+        self.pending = True
+        self.interval_max = max(self.interval_max, 0.0)
+        table = self.max_scores
+        for scope in scopes:
+            entry = table.get(scope)
+            if entry is None:
+                table[scope] = [0.0, 0]
+            else:
+                entry[1] = 0
+
     def end_bucket(self) -> None:
         """Close one bucket: feed the digest at interval ends, age max scores and the digest."""
         if self.pending:
