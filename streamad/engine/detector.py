@@ -459,7 +459,8 @@ class DetectorState:
 
     def forecast_series(self, f: int) -> list[tuple[tuple, int]]:
         """(series key, bank row) of every series modelled for feature f, in key order."""
-        return sorted(self.rows[f].items(), key=lambda kv: _sort_key(kv[0]))
+        return sorted(((key, row) for row, key in self.table.model_key_of_rows(f).items()),
+                      key=lambda kv: _sort_key(kv[0]))
 
     @property
     def description(self) -> str:
