@@ -44,6 +44,9 @@ class Leaf:
     lower: float = math.nan
     upper: float = math.nan
     multi_bucket_impact: float | None = None
+    # the probability before an open anomaly episode discounted this bucket as a repeat of it: what
+    # the score quantiles learn (None: the same as probability)
+    model_probability: float | None = None
     influences: dict[tuple[str, str], float] = field(default_factory=dict)
     skip_result: bool = False
     skip_quantiles: bool = False
@@ -260,7 +263,10 @@ class DetectorState:
             # never judged by a model it has already moved
             sc = self.banks[f].score(idx_a, t, x_a, np.asarray(vs), multi_bucket=True)
             if not interim:
-                self.banks[f].update(idx_a, t, x_a, np.asarray(ws), np.asarray(vs))
+                # the probabilities just given open, extend or close each series' anomaly episode;
+                # a population model is shared by every over value, and has no episodes
+                self.banks[f].update(idx_a, t, x_a, np.asarray(ws), np.asarray(vs),
+                                     math.nan if self.population else sc.probability)
             results.append((pos, idx_a, x_a, sc))
         leaves: list[Leaf] = []
         per_key: dict[int, list] = {}
@@ -279,10 +285,12 @@ class DetectorState:
             best = min(items, key=lambda it: it[2].probability[it[3]])
             f, x, sc, n, row = best
             p = float(sc.probability[n])
+            pm = float(sc.p_model[n])
             if stat in ("time_of_day", "time_of_week") and self.first_time is not None:
                 period = DAY if stat == "time_of_day" else WEEK
                 q = math.exp(-(((t - self.first_time) / period) ** 4))
                 p = q + (1.0 - q) * p
+                pm = q + (1.0 - q) * pm
             actual = [it[1] for it in items] if stat == "lat_long" else [x]
             typical = [float(it[2].typical[it[3]]) for it in items] if stat == "lat_long" else [float(sc.typical[n])]
             leaf = Leaf(
@@ -296,6 +304,7 @@ class DetectorState:
                 probability=p, actual=actual, typical=typical,
                 lower=float(sc.lower[n]), upper=float(sc.upper[n]),
                 multi_bucket_impact=None if self.population else float(sc.multi_bucket_impact[n]),
+                model_probability=pm,
             )
             if rule_eval is not None and rule_eval(self, key, x, t, "result", typical[0]):
                 leaf.skip_result = True

@@ -27,6 +27,19 @@ RENORMALIZE_MIN_CHANGE = 0.5  # a re-scored document is emitted again when it mo
 RECORD_LIMIT = 500  # records per bucket, lowest probability first (Elastic's per-bucket limit default)
 
 
+def _root(det_p: list[float]) -> tuple[float, float]:
+    """The root (probability, raw score) from the detectors' probabilities."""
+    if len(det_p) > 1:
+        return aggregate(det_p, DETECTORS)
+    if det_p:
+        return det_p[0], anomaly_score(det_p[0])
+    return 1.0, 0.0
+
+
+def _model_p(lf: Leaf) -> float:
+    return lf.probability if lf.model_probability is None else lf.model_probability
+
+
 def _r(x: float) -> float:
     """Round a score for output: stable across platforms, enough digits for Kibana."""
     return float(f"{x:.12g}") if x == x else 0.0
@@ -60,53 +73,61 @@ class JobScorer:
         for lf in live:
             by_det.setdefault(lf.detector_index, []).append(lf)
         det_p = [aggregate([lf.probability for lf in by_det[d]], PEOPLE)[0] for d in sorted(by_det)]
-        if len(det_p) > 1:
-            root_p, root_raw = aggregate(det_p, DETECTORS)
-        elif det_p:
-            root_p = det_p[0]
-            root_raw = anomaly_score(root_p)
-        else:
-            root_p, root_raw = 1.0, 0.0
+        root_p, root_raw = _root(det_p)
+        # the quantiles learn what the models make of the values, before an open anomaly episode
+        # discounted a bucket as a repeat of it (else a long episode would teach the normalizer
+        # that such scores are rare and lift every later moderate score)
+        root_pm = root_p
+        if any(_model_p(lf) != lf.probability for lf in live):
+            root_pm = _root([aggregate([_model_p(lf) for lf in by_det[d]], PEOPLE)[0] for d in sorted(by_det)])[0]
         touched: list[Normalizer] = []
 
         provenance: list[tuple] = []  # (kind, norm, raw, p, scope) in scoring order
 
-        def normalize(norm: Normalizer, p: float, scope: str) -> tuple[float, float]:
+        def normalize(norm: Normalizer, p: float, scope: str, p_model: float | None = None) -> tuple[float, float]:
             s = anomaly_score(p) if p < MAX_ANOMALOUS_PROBABILITY else 0.0
             if update:
                 if norm not in touched:
                     touched.append(norm)
-                norm.update(s, scope)
+                if p_model is None or p_model == p:
+                    norm.update(s, scope)
+                else:
+                    norm.update(anomaly_score(p_model) if p_model < MAX_ANOMALOUS_PROBABILITY else 0.0, scope)
             provenance.append((norm, s, p, scope))
             return s, norm.normalize(s, p, scope)
 
         bucket_influencers = []
-        root_s, root_norm = normalize(self._norm("root"), root_p, "")
+        root_s, root_norm = normalize(self._norm("root"), root_p, "", root_pm)
         root_prov = provenance[-1]
         infl_prov: dict[str, tuple] = {}
         value_prov: dict[tuple[str, str], tuple] = {}
         record_prov: list[tuple] = []
         # influencers: pivot per (field, value) and per field
-        infl_nodes: dict[str, dict[str, list[float]]] = {}
+        infl_nodes: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for lf in live:
             for (fname, value), w in lf.influences.items():
-                infl_nodes.setdefault(fname, {}).setdefault(value, []).append(lf.probability ** w if w > 0 else 1.0)
+                infl_nodes.setdefault(fname, {}).setdefault(value, []).append(
+                    (lf.probability ** w, _model_p(lf) ** w) if w > 0 else (1.0, 1.0))
         influencer_docs = []
         for fname in job.analysis_config.influencers:
             values = infl_nodes.get(fname)
             if not values:
                 continue
             value_ps = {}
+            value_pms = {}
             for value in sorted(values):
-                p, _ = aggregate(values[value], PEOPLE)
-                value_ps[value] = p
+                qs = [q for q, _ in values[value]]
+                qms = [q for _, q in values[value]]
+                value_ps[value] = aggregate(qs, PEOPLE)[0]
+                value_pms[value] = value_ps[value] if qms == qs else aggregate(qms, PEOPLE)[0]
             field_p, _ = aggregate(list(value_ps.values()), PEOPLE)
-            raw, score = normalize(self._norm("inflb", fname), field_p, "")
+            field_pm = aggregate(list(value_pms.values()), PEOPLE)[0] if value_pms != value_ps else field_p
+            raw, score = normalize(self._norm("inflb", fname), field_p, "", field_pm)
             infl_prov[fname] = provenance[-1]
             bucket_influencers.append((fname, raw, score, field_p))
             for value in sorted(value_ps):
                 p = value_ps[value]
-                raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}")
+                raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}", value_pms[value])
                 if p < MAX_ANOMALOUS_PROBABILITY:
                     value_prov[(fname, value)] = provenance[-1]
                     influencer_docs.append({
@@ -125,7 +146,7 @@ class JobScorer:
             person_name = person[0] if person else ""
             norm = self._norm("leaf", part_name, person_name, lf.function, lf.field_name or "")
             scope = f"{lf.partition[1] if lf.partition else ''}\x00{person[1] if person else ''}"
-            raw, score = normalize(norm, lf.probability, scope)
+            raw, score = normalize(norm, lf.probability, scope, lf.model_probability)
             if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
                 records.append(self._record(lf, ts, score, interim))
                 record_prov.append(provenance[-1])
