@@ -252,7 +252,9 @@ class DetectorState:
             # never judged by a model it has already moved
             sc = self.banks[f].score(idx_a, t, x_a, vs, multi_bucket=True)
             if not interim:
-                self.banks[f].update(idx_a, t, x_a, ws, vs)
+                # the probabilities just given open, extend or close each series' anomaly episode;
+                # a population model is shared by every over value, and has no episodes
+                self.banks[f].update(idx_a, t, x_a, ws, vs, math.nan if self.population else sc.probability)
             results.append((pos, idx_a, x_a, sc))
         if results[0] is None:
             return None
@@ -263,6 +265,7 @@ class DetectorState:
         leaf_sids = sids if pos is None else sids[pos]
         n = leaf_sids.shape[0]
         p = results[0][3].probability
+        pm = results[0][3].p_model  # before an open anomaly episode discounted the bucket
         if len(results) == 1:
             best = None
             x, rows, sc = results[0][2], results[0][1], results[0][3]
@@ -274,6 +277,7 @@ class DetectorState:
                 pf = results[f][3].probability
                 better = pf < p
                 p = np.where(better, pf, p)
+                pm = np.where(better, results[f][3].p_model, pm)
                 best[better] = f
             at = np.arange(n)
 
@@ -289,6 +293,7 @@ class DetectorState:
             period = DAY if stat == "time_of_day" else WEEK
             q = math.exp(-(((t - self.first_time) / period) ** 4))
             p = q + (1.0 - q) * p
+            pm = q + (1.0 - q) * pm
         if stat == "lat_long":
             actual = [r[2] for r in results]
             typical = [r[3].typical for r in results]
@@ -319,7 +324,7 @@ class DetectorState:
                                              0 if best is None else int(best[i]), int(rows[i]), float(x[i]), t)
         return LeafBatch(self.det, keys, leaf_sids, p, actual, typical, lower, upper,
                          None if self.population else mbi, descriptions, skip, influences, table.scopes,
-                         skipped=skipped)
+                         skipped=skipped, model_probability=None if np.array_equal(pm, p) else pm)
 
     def _values(self, accs: list) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Per model feature: each series' value (in order) and which have one (`features`; None: all)."""

@@ -30,6 +30,9 @@ class Leaf:
     lower: float = math.nan
     upper: float = math.nan
     multi_bucket_impact: float | None = None
+    # the probability before an open anomaly episode discounted this bucket as a repeat of it: what
+    # the score quantiles learn (None: the same as probability)
+    model_probability: float | None = None
     influences: dict[tuple[str, str], float] = field(default_factory=dict)
     skip_result: bool = False
     skip_quantiles: bool = False
@@ -53,12 +56,13 @@ class LeafBatch:
     """
 
     __slots__ = ("det", "keys", "ids", "probability", "actual", "typical", "lower", "upper", "mbi",
-                 "descriptions", "skip", "skipped", "influences", "scopes", "plot", "_leaves")
+                 "descriptions", "skip", "skipped", "influences", "scopes", "plot", "model_probability",
+                 "_leaves")
 
     def __init__(self, det, keys: list, ids: np.ndarray, probability: np.ndarray, actual: list, typical: list,
                  lower: np.ndarray, upper: np.ndarray, mbi: np.ndarray | None, descriptions,
                  skip: np.ndarray, influences: dict[int, dict], scopes: list[str], plot: bool = True,
-                 skipped: bool | None = None):
+                 skipped: bool | None = None, model_probability: np.ndarray | None = None):
         self.det = det
         self.keys = keys
         self.ids = ids
@@ -74,6 +78,8 @@ class LeafBatch:
         self.influences = influences
         self.scopes = scopes
         self.plot = plot
+        # before an anomaly episode's discount (`Leaf.model_probability`); None: the same as probability
+        self.model_probability = model_probability
         self._leaves: list[Leaf] | None = None
 
     @classmethod
@@ -87,6 +93,10 @@ class LeafBatch:
                     np.asarray([lf.skip_result for lf in leaves], dtype=bool),
                     {i: lf.influences for i, lf in enumerate(leaves) if lf.influences},
                     [scope_of(k) for k in keys], plot=False)
+        if any(lf.model_probability is not None for lf in leaves):
+            batch.model_probability = np.asarray(
+                [lf.probability if lf.model_probability is None else lf.model_probability for lf in leaves],
+                dtype=np.float64)
         batch._leaves = leaves
         return batch
 
@@ -116,6 +126,7 @@ class LeafBatch:
             probability=float(self.probability[i]), actual=[float(a[i]) for a in self.actual],
             typical=[float(a[i]) for a in self.typical], lower=float(self.lower[i]), upper=float(self.upper[i]),
             multi_bucket_impact=None if self.mbi is None else float(self.mbi[i]),
+            model_probability=None if self.model_probability is None else float(self.model_probability[i]),
             influences=self.influences.get(i, {}), skip_result=bool(self.skip[i]),
         )
 

@@ -30,6 +30,15 @@ _FEW = 16  # leaves of a batch up to which the scorer loops in Python rather tha
 RECORD_LIMIT = 500  # records per bucket, lowest probability first (Elastic's per-bucket limit default)
 
 
+def _root(det_p: list[float]) -> tuple[float, float]:
+    """The root (probability, raw score) from the detectors' probabilities."""
+    if len(det_p) > 1:
+        return aggregate(det_p, DETECTORS)
+    if det_p:
+        return det_p[0], anomaly_score(det_p[0])
+    return 1.0, 0.0
+
+
 def _r(x: float) -> float:
     """Round a score for output: stable across platforms, enough digits for Kibana."""
     return float(f"{x:.12g}") if x == x else 0.0
@@ -60,69 +69,84 @@ class JobScorer:
         # the leaves that are not skipped: (batch, their positions or None for all, their probabilities)
         live = []
         for b in batches:
+            pm = b.model_probability  # None: the same as the probabilities
             if b.skipped:
                 at = np.flatnonzero(~b.skip)
                 if at.shape[0]:
-                    live.append((b, at, b.probability[at]))
+                    live.append((b, at, b.probability[at], None if pm is None else pm[at]))
             else:
-                live.append((b, None, b.probability))
+                live.append((b, None, b.probability, pm))
         # detector nodes and the root
         by_det: dict[int, list[np.ndarray]] = {}
-        for b, _, ps in live:
+        for b, _, ps, _ in live:
             by_det.setdefault(b.det.detector_index, []).append(ps)
         det_p = [aggregate(ps[0] if len(ps) == 1 else np.concatenate(ps), PEOPLE)[0]
                  for ps in (by_det[d] for d in sorted(by_det))]
-        if len(det_p) > 1:
-            root_p, root_raw = aggregate(det_p, DETECTORS)
-        elif det_p:
-            root_p = det_p[0]
-            root_raw = anomaly_score(root_p)
-        else:
-            root_p, root_raw = 1.0, 0.0
+        root_p, root_raw = _root(det_p)
+        # the quantiles learn what the models make of the values, before an open anomaly episode
+        # discounted a bucket as a repeat of it (else a long episode would teach the normalizer
+        # that such scores are rare and lift every later moderate score)
+        root_pm = root_p
+        if any(pms is not None for _, _, _, pms in live):
+            by_det_m: dict[int, list[np.ndarray]] = {}
+            for b, _, ps, pms in live:
+                by_det_m.setdefault(b.det.detector_index, []).append(ps if pms is None else pms)
+            root_pm = _root([aggregate(ps[0] if len(ps) == 1 else np.concatenate(ps), PEOPLE)[0]
+                             for ps in (by_det_m[d] for d in sorted(by_det_m))])[0]
         touched: list[Normalizer] = []
 
         provenance: list[tuple] = []  # (kind, norm, raw, p, scope) in scoring order
 
-        def normalize(norm: Normalizer, p: float, scope: str) -> tuple[float, float]:
+        def normalize(norm: Normalizer, p: float, scope: str, p_model: float | None = None) -> tuple[float, float]:
             s = anomaly_score(p) if p < MAX_ANOMALOUS_PROBABILITY else 0.0
             if update:
                 if norm not in touched:
                     touched.append(norm)
-                norm.update(s, scope)
+                if p_model is None or p_model == p:
+                    norm.update(s, scope)
+                else:
+                    norm.update(anomaly_score(p_model) if p_model < MAX_ANOMALOUS_PROBABILITY else 0.0, scope)
             provenance.append((norm, s, p, scope))
             return s, norm.normalize(s, p, scope)
 
         bucket_influencers = []
-        root_s, root_norm = normalize(self._norm("root"), root_p, "")
+        root_s, root_norm = normalize(self._norm("root"), root_p, "", root_pm)
         root_prov = provenance[-1]
         infl_prov: dict[str, tuple] = {}
         value_prov: dict[tuple[str, str], tuple] = {}
         record_prov: list[tuple] = []
         # influencers: pivot per (field, value) and per field
-        infl_nodes: dict[str, dict[str, list[float]]] = {}
-        for b, at, _ in live:
+        infl_nodes: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        for b, at, _, _ in live:
+            pm_all = b.model_probability
             for i, influences in b.influences.items():  # in leaf order
                 if not influences or (at is not None and b.skip[i]):
                     continue
                 p = float(b.probability[i])
+                pm = p if pm_all is None else float(pm_all[i])
                 for (fname, value), w in influences.items():
-                    infl_nodes.setdefault(fname, {}).setdefault(value, []).append(p ** w if w > 0 else 1.0)
+                    infl_nodes.setdefault(fname, {}).setdefault(value, []).append(
+                        (p ** w, pm ** w) if w > 0 else (1.0, 1.0))
         influencer_docs = []
         for fname in job.analysis_config.influencers:
             values = infl_nodes.get(fname)
             if not values:
                 continue
             value_ps = {}
+            value_pms = {}
             for value in sorted(values):
-                p, _ = aggregate(values[value], PEOPLE)
-                value_ps[value] = p
+                qs = [q for q, _ in values[value]]
+                qms = [q for _, q in values[value]]
+                value_ps[value] = aggregate(qs, PEOPLE)[0]
+                value_pms[value] = value_ps[value] if qms == qs else aggregate(qms, PEOPLE)[0]
             field_p, _ = aggregate(list(value_ps.values()), PEOPLE)
-            raw, score = normalize(self._norm("inflb", fname), field_p, "")
+            field_pm = aggregate(list(value_pms.values()), PEOPLE)[0] if value_pms != value_ps else field_p
+            raw, score = normalize(self._norm("inflb", fname), field_p, "", field_pm)
             infl_prov[fname] = provenance[-1]
             bucket_influencers.append((fname, raw, score, field_p))
             for value in sorted(value_ps):
                 p = value_ps[value]
-                raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}")
+                raw_v, score_v = normalize(self._norm("infl", fname), p, f"{fname}\x00{value}", value_pms[value])
                 if p < MAX_ANOMALOUS_PROBABILITY:
                     value_prov[(fname, value)] = provenance[-1]
                     influencer_docs.append({
@@ -137,16 +161,19 @@ class JobScorer:
         # its scope as seen (the same whatever the order), so those are touched in bulk
         records = []
         anomalous: list[Leaf] = []
-        for b, at, ps in live:
+        for b, at, ps, pms in live:
             n = ps.shape[0]
+            # a leaf whose undiscounted probability is anomalous teaches its normalizer a raw score
+            # too (see `normalize`), so it is normalized one by one as well
             if n <= _FEW:  # plain Python is quicker than numpy calls on a few leaves
                 where = range(n) if at is None else at.tolist()
                 low, rest = [], []
-                for i, v in zip(where, ps.tolist()):
+                lows = ps.tolist() if pms is None else np.minimum(ps, pms).tolist()
+                for i, v in zip(where, lows):
                     (low if v < MAX_ANOMALOUS_PROBABILITY else rest).append(i)
                 n_rest = len(rest)
             else:
-                mask = ps < MAX_ANOMALOUS_PROBABILITY
+                mask = (ps if pms is None else np.minimum(ps, pms)) < MAX_ANOMALOUS_PROBABILITY
                 low = np.flatnonzero(mask)
                 low = (low if at is None else at[low]).tolist()
                 n_rest = n - len(low)
@@ -168,8 +195,8 @@ class JobScorer:
         for lf in anomalous:
             person = lf.over or lf.by
             scope = f"{lf.partition[1] if lf.partition else ''}\x00{person[1] if person else ''}"
-            raw, score = normalize(self._leaf_norm(lf), lf.probability, scope)
-            if len(records) < RECORD_LIMIT:
+            raw, score = normalize(self._leaf_norm(lf), lf.probability, scope, lf.model_probability)
+            if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
                 records.append(self._record(lf, ts, score, interim))
                 record_prov.append(provenance[-1])
         bucket_time_doc = {

@@ -1,13 +1,14 @@
 """The flat per-series state layout: one float64 row per series, named column offsets.
 
-Version 4. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
+Version 5. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
 Poisson, a 3-mode normal mixture) with their log weights, a 4-level trend ensemble, change
-detection, the multi-bucket window and prior, two seasonal components (36 knots of value, count
-and residual variance each) and the 168-slot expanding periodicity-test window.
+detection, the open anomaly episode, the multi-bucket window and prior, two seasonal components
+(36 knots of value, count and residual variance each) and the 168-slot expanding
+periodicity-test window.
 496 columns = 3968 bytes per series.
 """
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 # Numba only re-validates a cached kernel against its own source file, not against these constants:
 # `streamad.kernels` therefore keys its cache folder by a hash of all kernel sources.
 
@@ -56,7 +57,7 @@ WIN_SLOT_CNT = 81
 WIN_FILLED = 82  # slots pushed at the current resolution
 WIN_NEXT_TEST = 83  # time of the next periodicity test
 WIN_LEVEL = 84  # resolution: slot length = base slot * 2^level
-RESERVED = 85
+EP_LP = 85  # open anomaly episode: sign of its errors x its most extreme -ln p so far; 0 = none
 OUT_RATE = 86  # diagnostic: EW rate of p < 1e-3 updates (far above 1e-3: tails heavier than modelled)
 # seasonal components: on flag, period (s), variance fraction explained when added, time added,
 # EW squared prediction error with and without the component (for removal)

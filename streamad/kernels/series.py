@@ -48,6 +48,9 @@ Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
 RUN_FULL = 12.0  # buckets of a one-signed run of large errors that are scored at full weight
 RUN_MIN_POWER = 0.1  # the least weight of a bucket deep inside a run
 RUN_NEWS = 1.2  # a bucket beyond this multiple of its run's mean error is news, scored in full
+EP_OPEN = 0.1  # an anomaly episode is open while the bucket probability stays below this (§3.4)
+EP_POWER = 0.5  # weight of log p for an episode bucket that is no more extreme than the episode so far
+EP_NEWS = 1.2  # an episode bucket whose -ln p passes this multiple of the episode's most extreme is news
 MAX_ABS = 1e100  # larger magnitudes are not learned (their squares would overflow) and score as extreme
 
 
@@ -311,11 +314,13 @@ def mb_clip(S, i, z) -> float:
 
 
 @njit(cache=True)
-def update(S, P, idx, t, x, w, vs, events) -> None:
+def update(S, P, idx, t, x, w, vs, events, prob) -> None:
     """Update the models of series idx[k] with value x[k] of the bucket starting at t.
 
     w is the update weight (1 normally; less for empty buckets or skip_model_update), vs the count
     variance scale. events[k] receives EVENT_* when this update changed the model's structure.
+    prob[k] is the probability `score` gave this value (NaN: not scored), which opens, extends or
+    closes the series' anomaly episode (`episode_step`).
     NaN, infinite or beyond +-1e100 values and non-positive weights leave the series unchanged.
     """
     span = P[L.P_SPAN]
@@ -356,6 +361,7 @@ def update(S, P, idx, t, x, w, vs, events) -> None:
         r = xi - pred
         z = r / math.sqrt(vsi)
         var_floor = _var_floor(S, i) / vsi
+        S[i, L.EP_LP] = episode_step(S[i, L.EP_LP], prob[k], z - S[i, L.NM])
         informative = S[i, L.N_EFF] >= nmin
         w_out = 1.0
         w_change = 1.0
@@ -505,6 +511,44 @@ def run_power(run_len, dev, run_mean) -> float:
 
 
 @njit(cache=True)
+def episode_step(ep, p, dev) -> float:
+    """The episode state after a bucket of probability p and residual error dev.
+
+    An anomaly episode is open while buckets keep p < EP_OPEN (ELASTIC_MODEL §3.4); its state is
+    the sign of its errors times its most extreme -ln p so far (0: no episode). p is the
+    probability the bucket was reported with (`score`'s, after `episode_power`), so the state is
+    the most extreme bucket the episode has reported. A bucket of the other sign starts a new
+    episode; NaN p (not scored) leaves the state as it is.
+    """
+    if p != p:
+        return ep
+    if not (p < EP_OPEN) or dev == 0.0 or dev != dev:
+        return 0.0
+    lp = -math.log(max(p, DBL_MIN))
+    sign = 1.0 if dev > 0.0 else -1.0
+    if ep * sign > 0.0:
+        return sign * max(abs(ep), lp)
+    return sign * lp
+
+
+@njit(cache=True)
+def episode_power(ep, p, dev) -> float:
+    """Weight of log p for a bucket of probability p and error dev given the open episode ep.
+
+    A bucket that continues an anomaly episode already reported (same sign of error) and is not
+    clearly more extreme than the episode's most extreme reported bucket (-ln p beyond EP_NEWS
+    times the episode's, as RUN_NEWS for runs) repeats news already given: its log p counts
+    EP_POWER, as Elastic's anomaly model halves log p for an episode like those seen before
+    (§3.4). The first bucket of an episode, a clearly more extreme one and one of the other sign
+    keep their full weight."""
+    if not (ep != 0.0) or not (p < EP_OPEN) or not (ep * dev > 0.0):
+        return 1.0
+    if -math.log(max(p, DBL_MIN)) > EP_NEWS * abs(ep):
+        return 1.0
+    return EP_POWER
+
+
+@njit(cache=True)
 def _joint2(p1, p2, rho) -> float:
     """Joint probability of two less likely samples with correlation rho (§3.3), chi2 with 2 dof."""
     z1 = -norm_ppf(max(p1, DBL_MIN) / 2.0)
@@ -539,8 +583,11 @@ def _residual_median(S, i, wts, vsi, integer) -> float:
 
 
 @njit(cache=True)
-def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical, lower, upper) -> None:
-    """Probability of x[k] for series idx[k] at bucket t (no state change), with typical and 95 % bounds."""
+def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical, lower, upper, p_model) -> None:
+    """Probability of x[k] for series idx[k] at bucket t (no state change), with typical and 95 % bounds.
+
+    p_model[k] is the probability before the open anomaly episode discounts a bucket that repeats
+    it (`episode_power`): what the model makes of the value alone, for the score quantiles."""
     span = P[L.P_SPAN]
     side = int(P[L.P_SIDE])
     nmin = P[L.P_N_MIN]
@@ -569,6 +616,7 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         upper[k] = max(typ + half, 0.0) if nonneg else typ + half
         if not (xi == xi) or S[i, L.N_EFF] < nmin or S[i, L.T_FIRST] != S[i, L.T_FIRST]:
             prob[k] = 1.0
+            p_model[k] = 1.0
             p_single[k] = 1.0
             p_multi[k] = 1.0
             mbi[k] = 0.0
@@ -601,6 +649,10 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         if S[i, L.CD_LEN] > RUN_FULL and S[i, L.CD_FRAC] > 0.25:
             run_mean = S[i, L.CD_SUM] / S[i, L.CD_LEN]
             p = math.exp(math.log(max(p, DBL_MIN)) * run_power(S[i, L.CD_LEN], xs - pred - loc, run_mean))
+        p_model[k] = min(max(p, DBL_MIN), 1.0)
+        ep_w = episode_power(S[i, L.EP_LP], p, xs - pred - loc)
+        if ep_w != 1.0:
+            p = math.exp(math.log(max(p, DBL_MIN)) * ep_w)
         prob[k] = min(max(p, DBL_MIN), 1.0)
         p_single[k] = ps
         p_multi[k] = pm

@@ -58,6 +58,7 @@ class Scores:
     typical: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    p_model: np.ndarray  # probability before an open anomaly episode discounts a repeat of it
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,13 @@ class SeriesBank:
             self._free.append(int(i))
         self._free.sort(reverse=True)
 
-    def update(self, idx, t: int, x, weight=1.0, var_scale=1.0) -> None:
+    def update(self, idx, t: int, x, weight=1.0, var_scale=1.0, probability=math.nan) -> None:
+        """Learn x; `probability` is what `score` gave the same values (it tracks anomaly episodes)."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         n = idx.shape[0]
         events = np.zeros(n, dtype=np.int64)
-        K.update(self.S, self.P, idx, float(t), _f64(x, n), _f64(weight, n), _f64(var_scale, n), events)
+        K.update(self.S, self.P, idx, float(t), _f64(x, n), _f64(weight, n), _f64(var_scale, n), events,
+                 _f64(probability, n))
         if events.any():
             for k in np.nonzero(events)[0].tolist():
                 self._events.append(ModelEvent(int(idx[k]), int(t), _EVENT_KINDS[int(events[k])]))
@@ -127,7 +130,7 @@ class SeriesBank:
     def score(self, idx, t: int, x, var_scale=1.0, multi_bucket: bool = True) -> Scores:
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         n = idx.shape[0]
-        out = [np.empty(n) for _ in range(7)]
+        out = [np.empty(n) for _ in range(8)]
         K.score(self.S, self.P, idx, float(t), _f64(x, n), _f64(var_scale, n), multi_bucket, *out)
         return Scores(*out)
 

@@ -220,3 +220,38 @@ def test_young_mode_takes_part_with_a_normal_plug_in_predictive():
         assert MM.mm_tail(S, 0, z, 1.0, 0, 1e-12) == pytest.approx(max(ref_p, 1e-300), rel=1e-6)
     # 30 sd beyond the young mode the mixture is as small as the main mode alone makes it
     assert MM.mm_tail(S, 0, 110.0, 1.0, 0, 1e-12) < 1e-30
+
+
+def _ref_episode_step(ep, p, dev, open_p=0.1):
+    """Open anomaly episode after a bucket (plain reference): sign x most extreme -ln p, 0 = none."""
+    if math.isnan(p):
+        return ep
+    if not p < open_p or dev == 0 or math.isnan(dev):
+        return 0.0
+    lp = -math.log(max(p, 2.2250738585072014e-308))
+    sign = math.copysign(1.0, dev)
+    return sign * max(abs(ep), lp) if ep * sign > 0 else sign * lp
+
+
+def _ref_episode_power(ep, p, dev, open_p=0.1, power=0.5, news=1.2):
+    """Weight of log p: a bucket repeating an open episode (same sign, -ln p not beyond `news` times
+    the episode's most extreme) counts `power`."""
+    if ep == 0 or math.isnan(ep) or not p < open_p or not ep * dev > 0:
+        return 1.0
+    return 1.0 if -math.log(max(p, 2.2250738585072014e-308)) > news * abs(ep) else power
+
+
+def test_episode_state_and_power_match_reference():
+    assert (K.EP_OPEN, K.EP_POWER, K.EP_NEWS) == (0.1, 0.5, 1.2)
+    rng = np.random.default_rng(17)
+    cases = [(0.0, 0.5, 1.0), (0.0, 1e-6, 1.0), (0.0, 1e-6, -1.0), (13.8, 1e-6, 1.0), (13.8, 1e-7, 1.0), (13.8, 1e-8, 1.0),
+             (13.8, 1e-5, -1.0), (-13.8, 1e-5, -1.0), (-13.8, 1e-5, 2.0), (5.0, 0.2, 1.0), (5.0, math.nan, 1.0),
+             (5.0, 1e-3, 0.0), (5.0, 1e-3, math.nan), (5.0, 0.0, 1.0), (5.0, 1e-320, -1.0), (0.0, 0.1, 1.0)]
+    cases += [(float(e), float(p), float(d)) for e, p, d in
+              zip(rng.choice([-1.0, 1.0], 300) * rng.exponential(10.0, 300) * (rng.random(300) < 0.7),
+                  10.0 ** -rng.exponential(4.0, 300), rng.normal(0, 2, 300))]
+    for ep, p, dev in cases:
+        got = K.episode_step(ep, p, dev)
+        ref = _ref_episode_step(ep, p, dev)
+        assert got == pytest.approx(ref, rel=1e-15, abs=0.0) or (got == 0.0 and ref == 0.0)
+        assert K.episode_power(ep, p, dev) == _ref_episode_power(ep, p, dev)

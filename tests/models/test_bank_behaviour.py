@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from streamad.models import ModelParams, SeriesBank
 
@@ -21,7 +22,7 @@ def _run(bank: SeriesBank, idx, times, values):
     for t, v in zip(times, values):
         x = np.atleast_1d(np.asarray(v, dtype=float))
         out.append(bank.score(idx, int(t), x, 1.0))
-        bank.update(idx, int(t), x, 1.0, 1.0)
+        bank.update(idx, int(t), x, 1.0, 1.0, out[-1].probability)
     return out
 
 
@@ -68,6 +69,41 @@ def test_buckets_deep_in_an_unaccepted_shift_weigh_less_but_a_bigger_jump_is_new
     assert all(e.kind != "level_shift" for e in bank.pop_events())
     jump = bank.score(idx, int(shift[-1]) + span, np.array([90.0]), 1.0)
     assert jump.probability[0] < 1e-50
+
+
+def test_buckets_that_repeat_an_open_anomaly_episode_weigh_half_and_escalation_is_news():
+    """An anomaly episode is open while buckets keep p < 0.1 (ELASTIC_MODEL §3.4). A bucket that
+    continues it with an error of the same sign and is no more extreme than its most extreme
+    reported bucket (-ln p not beyond 1.2 times the episode's) repeats news already given: its
+    log p counts half (p_model keeps the undiscounted probability for the score quantiles). The
+    first bucket, a clearly more extreme one and a bucket of the other sign keep their full
+    weight."""
+    span = 600
+    bank, idx, rng = _steady(span, 9, 4)
+    t0 = 4 * DAY
+    values = [58.0, 56.0, 57.0, 75.0, 57.0, 40.0]
+    scores = _run(bank, idx, t0 + span * np.arange(len(values)), values)
+    lp = [math.log(s.probability[0]) for s in scores]
+    lm = [math.log(s.p_model[0]) for s in scores]
+    assert lp[0] == lm[0] and lp[0] < math.log(1e-6)  # first bucket: full news
+    most = lm[0]
+    for k in range(1, len(values)):
+        repeat = values[k] > 50.0 and lm[k] >= 1.2 * most and lm[k] < math.log(0.1)
+        if repeat:
+            assert lp[k] == pytest.approx(0.5 * lm[k], rel=1e-9)
+        else:
+            assert lp[k] == pytest.approx(lm[k], rel=1e-12)
+        if values[k] > 50.0:
+            most = min(most, lp[k])  # the episode's most extreme bucket as reported
+    assert lp[3] == lm[3] and lp[3] < lp[0]  # escalation: more extreme than the episode so far
+    assert lp[5] == lm[5] and lp[5] < math.log(1e-6)  # the other sign: news
+    assert any(lp[k] > lm[k] for k in (1, 2, 4))  # and some repeats were discounted
+    # without the episode's probabilities (NaN: not scored) nothing is discounted
+    bank2, idx2, _ = _steady(span, 9, 4)
+    for k, v in enumerate(values):
+        s = bank2.score(idx2, int(t0 + k * span), np.array([v]), 1.0)
+        assert s.probability[0] == s.p_model[0]
+        bank2.update(idx2, int(t0 + k * span), np.array([v]), 1.0, 1.0)
 
 
 def test_daily_pattern_learned_trough_drop_flagged_peak_not():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamad.kernels import layout as L
 from streamad.models import ModelParams, SeriesBank
 
 DAY = 86400
@@ -16,7 +17,10 @@ def _feed(bank: SeriesBank, idx, n: int, span: int, seed: int, start: int = 0):
         t = start + b * span
         x = 50 + 10 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 2, idx.size)
         x[::7] = rng.poisson(3, x[::7].size)  # some integer, some spiky series
-        bank.update(idx, t, x, 1.0, 1.0)
+        if b % 97 == 50 or b >= n - 2:
+            x[::3] += 40.0  # anomalies: open episodes are part of the state (and of the snapshot)
+        # the engine's order: score, then learn with the probabilities given (anomaly episodes)
+        bank.update(idx, t, x, 1.0, 1.0, bank.score(idx, t, x, 1.0).probability)
     return start + n * span
 
 
@@ -26,6 +30,7 @@ def test_state_round_trips_bit_exactly_and_continues_identically():
     idx = bank.add(30)
     t = _feed(bank, idx, 5 * DAY // span, span, seed=1)
     bank.remove(idx[[3, 9]])
+    assert (bank.S[idx, L.EP_LP] != 0.0).any()  # some anomaly episodes are open in the snapshot
     blob = bank.to_bytes()
     copy = SeriesBank.from_bytes(blob)
     assert copy.to_bytes() == blob
@@ -37,7 +42,8 @@ def test_state_round_trips_bit_exactly_and_continues_identically():
     x = np.linspace(0, 100, live.size)
     a = bank.score(live, t + 200 * span, x, 1.0)
     b = copy.score(live, t + 200 * span, x, 1.0)
-    for name in ("probability", "p_single", "p_multi", "multi_bucket_impact", "typical", "lower", "upper"):
+    for name in ("probability", "p_single", "p_multi", "multi_bucket_impact", "typical", "lower", "upper",
+                 "p_model"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     # recycled rows come back from the free list after a restore too
     assert sorted(copy.add(2).tolist()) == sorted(idx[[3, 9]].tolist())
@@ -86,9 +92,10 @@ def test_no_nan_ever_reaches_a_probability(side):
             -1e-9 * b,                            # drifting near zero
             np.nan if b % 3 else rng.normal(),    # mostly missing
         ])
-        bank.update(idx, t, x, 1.0, np.where(b % 5 == 0, 0.0, 1.0))
+        before = bank.score(idx, t, x, 1.0)  # the engine's order: score, then learn (anomaly episodes)
+        bank.update(idx, t, x, 1.0, np.where(b % 5 == 0, 0.0, 1.0), before.probability)
         sc = bank.score(idx, t, x, np.where(b % 11 == 0, np.nan, 1.0))
-        for arr in (sc.probability, sc.p_single, sc.p_multi):
+        for arr in (sc.probability, sc.p_single, sc.p_multi, sc.p_model, before.probability, before.p_model):
             assert np.all(np.isfinite(arr)) and np.all(arr > 0.0) and np.all(arr <= 1.0), (b, arr)
         assert np.all(np.isfinite(sc.multi_bucket_impact)) and np.all(np.abs(sc.multi_bucket_impact) <= 5.0)
         assert np.all(np.isfinite(sc.typical)) and np.all(np.isfinite(sc.lower)) and np.all(np.isfinite(sc.upper))
