@@ -117,7 +117,10 @@ class JobEngine:
             raise ValueError("an update cannot change the bucket span or the detectors' functions and fields")
         filters = self.filters if filters is None else filters
         check_filters(job, filters)
+        feed_changed = job.datafeed_config != self.job.datafeed_config
         self.job = job
+        if feed_changed:
+            self._set_datafeed(job)
         self.use_context(filters, self.calendars if calendars is None else calendars)
         for state, det in zip(self.detectors, job.detectors):
             state.job, state.det = job, det

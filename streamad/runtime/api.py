@@ -191,6 +191,10 @@ class Api:
         expires = _seconds(params.get("expires_in"), "expires_in", 14 * 86400)
         if expires < 0:
             raise ApiError(400, "illegal_argument_exception", "[expires_in] must not be negative")
+        counts = self.results.get(job_id, f"{job_id}_data_counts") or {}
+        if not counts.get("processed_record_count"):
+            raise ApiError(400, "illegal_argument_exception",
+                           f"Cannot run forecast: Forecast cannot be executed as job [{job_id}] has not processed any data")
         forecast_id = uuid.uuid4().hex[:20]
         await self.worker.send_control(job_id, "forecast", forecast_id=forecast_id, duration_s=duration,
                                        expires_in_s=expires, create_ms=int(time.time() * 1000))
@@ -281,15 +285,20 @@ class Api:
         feed = self._feed(feed_id)
         job_id = feed["config"]["job_id"]
         self._opened(job_id)
+        if feed["state"] == "started":
+            raise ApiError(409, "status_exception",
+                           f"cannot start datafeed [{feed_id}] because it has already been started")
         start = _time_ms(params.get("start")) if params.get("start") not in (None, "") else None
         end = _time_ms(params.get("end")) if params.get("end") not in (None, "") else None
         if start is not None and end is not None and end <= start:
             raise ApiError(400, "illegal_argument_exception", f"[end] must be after [start]")  # noqa: F541
-        await self.worker.send_control(job_id, "datafeed", start=start, end=end, job=self._job_with_feed(job_id))
         # what is already on its topics is read by a lookback per partition (see runtime.lookback);
-        # `run` tells this start's lookback progress from an earlier start's
+        # `run` tells this start's lookback progress from an earlier start's; the job learns the plan
+        # (each partition's first offset) before any event of the run reaches it
         plan = await self.worker.lookback_plan(feed["config"].get("indices", []), start)
         run = time.time_ns()
+        await self.worker.send_control(job_id, "datafeed", start=start, end=end, job=self._job_with_feed(job_id),
+                                       run=run, plan=plan)
         await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "started", "start": start, "end": end,
                                                         "run": run, "lookback": plan})
         await self._drop_lookbacks(feed_id, keep_run=run)

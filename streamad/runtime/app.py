@@ -125,17 +125,29 @@ class Worker:
                 msg = event.message
                 raw = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
                 groups.setdefault((msg.topic, msg.partition), []).append((msg.offset, raw))
+            sent = []
             for (topic, partition), items in groups.items():
-                # no await between these two: a lookback hands a partition over between batches
-                self._seen[(topic, partition)] = items[-1][0]
-                jobs = self.jobs_reading(topic, partition)
-                for value in envelope.batches(topic, partition, items) if jobs else ():
-                    for job_id in jobs:
-                        await self.work_topic.send(key=job_id.encode(), value=value)
+                # no await between these two: a lookback hands a partition over between batches;
+                # `_seen` only grows within an assignment (a batch from before a rebalance can come
+                # late; reading further than needed is what a lookback can afford)
+                at = (topic, partition)
+                self._seen[at] = max(self._seen.get(at, -1), items[-1][0])
+                for job_id, run in self.jobs_reading(topic, partition):
+                    for value in envelope.batches(topic, partition, items, run):
+                        sent.append(await self.work_topic.send(key=job_id.encode(), value=value))
+            try:
+                # the batch is acked when this step ends: a forward that failed must not be
+                # committed past (Faust's commit flushes the producer, which never raises)
+                await asyncio.gather(*sent)
+            except Exception as exc:
+                log.critical("router: forwarding to the work topic failed, restarting from the committed "
+                             "offsets: %r", exc)
+                await self.app.crash(exc)
+                raise
 
-    def jobs_reading(self, topic: str, partition: int) -> list[str]:
-        """Jobs the router forwards this partition's events to: started datafeeds on the topic whose
-        lookback of the partition is done (until then their lookback forwards it, see `lookback`)."""
+    def jobs_reading(self, topic: str, partition: int) -> list[tuple[str, int | None]]:
+        """(job, datafeed run) the router forwards this partition's events to: started datafeeds on
+        the topic whose lookback of the partition is done (until then their lookback forwards it)."""
         out = []
         for feed_id, feed in self.registry.datafeeds.items():
             if feed.get("state") != "started":
@@ -145,8 +157,8 @@ class Worker:
                 continue
             if (any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", []))
                     and self._handed_off(feed_id, feed, f"{topic}:{partition}")):
-                out.append(feed["config"]["job_id"])
-        return sorted(set(out))
+                out.append((feed["config"]["job_id"], feed.get("run")))
+        return sorted(set(out), key=lambda jr: jr[0])
 
     def _handed_off(self, feed_id: str, feed: dict, where: str) -> bool:
         if where not in (feed.get("lookback") or {}):
@@ -157,14 +169,31 @@ class Worker:
         record = self.registry.lookbacks.get(key)
         return bool(record and record.get("done"))
 
-    def hand_off(self, task: lookback.Lookback) -> None:
+    @property
+    def generation(self) -> int:
+        """How many rebalances this worker has seen (a lookback started in an older one is stale)."""
+        return self._generation
+
+    def hand_off(self, task: lookback.Lookback) -> bool:
+        """Flip a partition live for the router; refused (False) for a lookback started before the
+        last rebalance (the partition may be another worker's now)."""
+        if task.generation != self._generation:
+            return False
         self._live.add(task.key)
+        return True
 
     async def _supervise_lookbacks(self) -> None:
         """Run a lookback for every started datafeed's partition that this worker's router holds and
         that is not handed off yet; stop those whose partition or datafeed went away."""
+        try:
+            await self._supervise_lookbacks_once()
+        except Exception as exc:  # noqa: BLE001 - a failed round (e.g. mid-rebalance) is retried next tick
+            log.warning("lookback supervision failed, retried: %r", exc)
+
+    async def _supervise_lookbacks_once(self) -> None:
         if not self.ready or not self.registry.ready.is_set():
             return
+        generation = self._generation
         assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()
                     if tp.topic != self.settings.work_topic}
         wanted: dict[str, tuple] = {}
@@ -187,12 +216,14 @@ class Worker:
                    if k not in self._lookbacks and lookback.split_where(w[3]) not in self._router_start]
         if missing:
             await self._fetch_router_starts(missing)
+        if generation != self._generation:
+            return  # a rebalance came while we waited: the assignment above is stale
         for key, (feed_id, run, job_id, where, first) in wanted.items():
             if key in self._lookbacks:
                 continue
             at = lookback.split_where(where)
             task = lookback.Lookback(self, feed_id, run, job_id, where, first,
-                                     lambda at=at: self._router_next(at))
+                                     lambda at=at: self._router_next(at), generation)
             self._lookbacks[key] = asyncio.ensure_future(self._run_lookback(task))
 
     async def _run_lookback(self, task: lookback.Lookback) -> None:
@@ -235,8 +266,16 @@ class Worker:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap, **self.settings.client_kwargs())
         await admin.start()
         try:  # a fresh consumer knows no topic
-            return [TopicPartition(info["topic"], part["partition"])
-                    for info in await admin.describe_topics(names) for part in info.get("partitions") or []]
+            for _ in range(10):
+                infos = await admin.describe_topics(names)
+                # 3 = unknown topic: it has no past (the router reads it from its start once it
+                # exists); any other error (a leader being elected, ...) must not look like "empty"
+                failed = [i for i in infos if i.get("error_code", 0) not in (0, 3)]
+                if not failed:
+                    return [TopicPartition(info["topic"], part["partition"])
+                            for info in infos for part in info.get("partitions") or []]
+                await asyncio.sleep(0.5)
+            raise RuntimeError(f"topic metadata unavailable: {failed}")
         finally:
             await admin.close()
 
@@ -298,7 +337,11 @@ class Worker:
                 continue
             from streamad.config.job import Job, parse_datafeed
 
-            key = (job_id, feed.get("start"), feed.get("end"))
+            key = (job_id, feed.get("run"), feed.get("start"), feed.get("end"))
+            for book in (self._feeds, self._lookback_ends, self._final):
+                for old in [k for k in book if k[0] == job_id and k != key]:
+                    del book[old]
+            self._caught_up = {k for k in self._caught_up if k[0] != job_id or k == key}
             parsed = self._feeds.get(key)
             if parsed is None:
                 parsed = parse_datafeed(cfg, job_id, Job.from_dict(job["config"]).bucket_span_s)

@@ -28,11 +28,14 @@ def sourced(head: bytes, raw: bytes) -> bytes:
     return SOURCED + head + b"\n" + raw
 
 
-def batch(topic: str, partition: int, offsets: list[int], raws: list[bytes]) -> bytes:
-    """Events of one input partition: b"B" + JSON {t, p, o: [offsets], n: [byte lengths]} + newline +
-    the raw events back to back (lengths, not separators: a raw event may hold any byte)."""
-    head = orjson.dumps({"t": topic, "p": partition, "o": offsets, "n": [len(r) for r in raws]})
-    return BATCH + head + b"\n" + b"".join(raws)
+def batch(topic: str, partition: int, offsets: list[int], raws: list[bytes], run: int | None = None) -> bytes:
+    """Events of one input partition: b"B" + JSON {t, p, o: [offsets], n: [byte lengths], r: run} +
+    newline + the raw events back to back (lengths, not separators: a raw event may hold any byte).
+    `run` is the datafeed run that forwarded them: a job drops what a stale run still sends."""
+    meta = {"t": topic, "p": partition, "o": offsets, "n": [len(r) for r in raws]}
+    if run is not None:
+        meta["r"] = run
+    return BATCH + orjson.dumps(meta) + b"\n" + b"".join(raws)
 
 
 # one work message per batch of consecutive events: per-message Kafka and Faust costs dwarf the
@@ -41,7 +44,7 @@ BATCH_EVENTS = 500
 BATCH_BYTES = 256 * 1024
 
 
-def batches(topic: str, partition: int, events: list[tuple[int, bytes]]) -> list[bytes]:
+def batches(topic: str, partition: int, events: list[tuple[int, bytes]], run: int | None = None) -> list[bytes]:
     """`batch` messages for consecutive (offset, raw) events of one partition, each within the caps."""
     out: list[bytes] = []
     offsets: list[int] = []
@@ -49,13 +52,13 @@ def batches(topic: str, partition: int, events: list[tuple[int, bytes]]) -> list
     size = 0
     for offset, raw in events:
         if offsets and (len(offsets) >= BATCH_EVENTS or size + len(raw) > BATCH_BYTES):
-            out.append(batch(topic, partition, offsets, raws))
+            out.append(batch(topic, partition, offsets, raws, run))
             offsets, raws, size = [], [], 0
         offsets.append(offset)
         raws.append(raw)
         size += len(raw)
     if offsets:
-        out.append(batch(topic, partition, offsets, raws))
+        out.append(batch(topic, partition, offsets, raws, run))
     return out
 
 
@@ -64,7 +67,7 @@ def control(kind: str, **fields) -> bytes:
 
 
 def decode(value: bytes) -> tuple[str, bytes | dict]:
-    """("data", raw), ("sourced", (source dict, raw)), ("batch", (topic, partition, [(offset, raw)]))
+    """("data", raw), ("sourced", (source dict, raw)), ("batch", (topic, partition, [(offset, raw)], run))
     or ("control", command dict); ValueError else."""
     if not value:
         raise ValueError("empty work message")
@@ -88,7 +91,7 @@ def decode(value: bytes) -> tuple[str, bytes | dict]:
         for offset, size in zip(offsets, sizes):
             events.append((offset, blob[at:at + size]))
             at += size
-        return "batch", (info["t"], info["p"], events)
+        return "batch", (info["t"], info["p"], events, info.get("r"))
     if head == CONTROL:
         cmd = orjson.loads(body)
         if not isinstance(cmd, dict) or "type" not in cmd:

@@ -45,7 +45,7 @@ class Lookback:
     """Forwards one input partition's past to one job, then hands the partition to the router."""
 
     def __init__(self, worker, feed_id: str, run, job_id: str, where: str, first: int,
-                 router_next: Callable[[], int | None]):
+                 router_next: Callable[[], int | None], generation: int = 0):
         self.worker = worker
         self.feed_id = feed_id
         self.run = run
@@ -53,7 +53,9 @@ class Lookback:
         self.where = where
         self.first = first
         self.router_next = router_next  # the router's next offset on the partition (None: not known yet)
+        self.generation = generation  # the worker's rebalance count when it started
         self.forwarded = 0
+        self._sent: list = []  # delivery futures since the last check
 
     @property
     def key(self) -> str:
@@ -78,26 +80,37 @@ class Lookback:
             while True:
                 need = self.router_next()
                 if need is not None and position >= need:
-                    await registry.flush()  # the forwarded events are in Kafka before the router's
+                    await self._delivered()  # the forwarded events are in Kafka before the router's
                     need = self.router_next()
                     if need is not None and position >= need:
-                        self.worker.hand_off(self)  # synchronous: no router event slips in between
-                        await registry.put(self.key, {"next": position, "done": True})
+                        if not self.worker.hand_off(self):  # synchronous: no router event slips in between
+                            return  # a rebalance since this lookback began: the next owner resumes it
+                        # shielded: a cancel (the key is no longer wanted) must not drop the record
+                        await asyncio.shield(registry.put(self.key, {"next": position, "done": True}))
                         log.info("datafeed %s: lookback of %s handed to the router at offset %d "
                                  "(%d events forwarded)", self.feed_id, self.where, position, self.forwarded)
                         return
                 fetched = (await client.getmany(tp, timeout_ms=200, max_records=2000)).get(tp, [])
                 events = [(m.offset, m.value if m.value is not None else b"") for m in fetched]
-                for value in envelope.batches(topic, partition, events):
-                    await registry.send(settings.work_topic, job_key, value, wait=False)
+                for value in envelope.batches(topic, partition, events, self.run):
+                    self._sent.append(await registry.send(settings.work_topic, job_key, value, wait=False))
                 self.forwarded += len(events)
                 position = await client.position(tp)
                 if position > saved and time.monotonic() - saved_at >= settings.lookback_save_seconds:
-                    await registry.flush()
+                    await self._delivered()
+                    if self.generation != self.worker.generation:
+                        return
                     await registry.put(self.key, {"next": position, "done": False})
                     saved, saved_at = position, time.monotonic()
         finally:
             await client.stop()
+
+    async def _delivered(self) -> None:
+        """Wait until Kafka holds every batch sent so far; raise if one failed (the supervisor then
+        starts the lookback again from its last record: nothing is recorded past a lost batch)."""
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.gather(*sent)
 
 
 async def group_offsets(settings, group_id: str, tps: list) -> dict:

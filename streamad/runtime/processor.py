@@ -43,6 +43,7 @@ class JobSlot:
     datafeed_start_ms: int | None = None
     datafeed_end_ms: int | None = None
     sources: dict = field(default_factory=dict)  # "topic:partition" -> last input offset applied
+    run: int | None = None  # the datafeed run whose forwarded events the job applies
     dirty: int = 0  # events and controls applied since the last snapshot
     last_snapshot: float = field(default_factory=time.monotonic)
 
@@ -71,7 +72,7 @@ class JobProcessor:
         chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         manifest = orjson.dumps({"chunks": len(chunks), "next_offset": slot.next_offset, "closed": slot.closed,
                                  "start": slot.datafeed_start_ms, "end": slot.datafeed_end_ms,
-                                 "sources": slot.sources, "bytes": len(blob)})
+                                 "sources": slot.sources, "run": slot.run, "bytes": len(blob)})
         slot.dirty = 0
         slot.last_snapshot = time.monotonic()
         return [(chunk_key(job_id, i), c) for i, c in enumerate(chunks)] + [(job_id, manifest)]
@@ -85,7 +86,7 @@ class JobProcessor:
         blob = b"".join(get(chunk_key(job_id, i)) or b"" for i in range(meta["chunks"]))
         engine = JobEngine.restore(blob, self._emit, self._dead_letter) if blob else None
         slot = JobSlot(engine, meta["next_offset"], meta["closed"], meta.get("start"), meta.get("end"),
-                       dict(meta.get("sources", {})))
+                       dict(meta.get("sources", {})), meta.get("run"))
         self.slots[job_id] = slot
         return slot
 
@@ -117,8 +118,10 @@ class JobProcessor:
                 slot.sources[where] = src["o"]
                 self._data(slot, job_id, raw)
         elif kind == "batch":
-            topic, partition, events = body
+            topic, partition, events, run = body
             where = f"{topic}:{partition}"
+            if run is not None and slot.run is not None and run != slot.run:
+                events = []  # forwarded by an earlier run of the datafeed that had not stopped yet
             for source_offset, raw in events:
                 if source_offset > slot.sources.get(where, -1):
                     slot.sources[where] = source_offset
@@ -154,17 +157,32 @@ class JobProcessor:
                 if slot.engine is None:
                     slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter,
                                             filters=filters, calendars=calendars)
-                elif "filters" in cmd:
-                    slot.engine.use_context(filters, calendars)
-            except ConfigError as exc:  # a job the API would refuse today: never stop the worker
+                else:
+                    job = Job.from_dict(cmd["job"])
+                    if job.to_dict() != slot.engine.job.to_dict():  # updated (`_update`) while closed
+                        slot.engine.update_job(job, filters, calendars)
+                    elif "filters" in cmd:
+                        slot.engine.use_context(filters, calendars)
+            except (ConfigError, ValueError) as exc:  # a job the API would refuse today: never stop the worker
                 self._dead_letter(orjson.dumps(cmd), job_id, f"bad job: {exc}")
                 return
             slot.closed = False
         elif slot.engine is None:
             return
         elif kind == "datafeed":
-            slot.datafeed_start_ms = cmd.get("start")
+            # a (re)start: like Elastic's datafeed, it continues after the latest record the job has
+            # seen, so the run's lookback may re-read what earlier runs applied (dropped by time
+            # here) and gets back what they forwarded but never applied (the job was closed, or the
+            # events were past `end`): each planned partition's position goes back to the run's first
+            latest = slot.engine.counts.latest_record_timestamp
+            start = cmd.get("start")
+            if latest is not None:
+                start = latest + 1 if start is None else max(int(start), latest + 1)
+            slot.datafeed_start_ms = start
             slot.datafeed_end_ms = cmd.get("end")
+            slot.run = cmd.get("run")
+            for where, first in (cmd.get("plan") or {}).items():
+                slot.sources[where] = int(first) - 1
             if cmd.get("job"):
                 slot.engine.use_datafeed(Job.from_dict(cmd["job"]))
         elif kind == "update":  # the job's _update API: rules, descriptions, model plot, ...
@@ -195,8 +213,11 @@ class JobProcessor:
         elif kind == "stats":
             self._stats(slot, job_id)
         elif kind == "delete":
+            # a job created again under this id starts from nothing: positions and range too
             slot.engine = None
             slot.closed = True
+            slot.sources = {}
+            slot.datafeed_start_ms = slot.datafeed_end_ms = slot.run = None
 
     def stats_outputs(self, job_id: str) -> list[Output]:
         """data_counts and model_size_stats documents of a job as they are now."""

@@ -105,11 +105,14 @@ class Registry:
             partition=0))
         await self._wait_for(meta.offset)
 
-    async def send(self, topic: str, key: bytes, value: bytes, wait: bool = True) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes, wait: bool = True):
+        """Send; wait for the broker's ack, or (wait=False) return the delivery future to await later:
+        `flush` never raises, so a caller that must know every send landed gathers the futures."""
         assert self._producer is not None
         fut = await self._producer.send(topic, key=key, value=value)
         if wait:
-            await fut
+            return await fut
+        return fut
 
     async def flush(self) -> None:
         if self._producer is not None:  # None before start (a first rebalance can come earlier)

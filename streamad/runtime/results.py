@@ -65,7 +65,8 @@ class ResultsIndex:
         docs = self.docs.get(job_id)
         if not docs:
             return 0
-        latest = max((d["timestamp"] for d in docs.values() if isinstance(d.get("timestamp"), int)), default=None)
+        # age from the latest bucket: forecasts are dated ahead, and expire on their own terms
+        latest = max((d["timestamp"] for d in docs.values() if d.get("result_type") == "bucket"), default=None)
         if latest is None:
             return 0
         cutoff = latest - retention_days * 86_400_000
@@ -83,7 +84,7 @@ class ResultsIndex:
 
 
 # what results_retention_days removes (annotations, data_counts and model_size_stats stay)
-_RETAINED = frozenset({"bucket", "record", "influencer", "bucket_influencer", "model_plot", "model_forecast"})
+_RETAINED = frozenset({"bucket", "record", "influencer", "bucket_influencer", "model_plot"})
 
 
 def query(docs: list[dict], params: dict, score_field: str, default_sort: str) -> tuple[int, list[dict]]:

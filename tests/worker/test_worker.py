@@ -308,6 +308,8 @@ def test_real_time_datafeed_closes_buckets_without_events_and_low_count_sees_the
         assert http("PUT", f"{worker.url}/_ml/anomaly_detectors/live", body)[0] == 200
         http("POST", f"{worker.url}/_ml/anomaly_detectors/live/_open")
         assert http("POST", f"{worker.url}/_ml/datafeeds/datafeed-live/_start")[0] == 200
+        status, body = http("POST", f"{worker.url}/_ml/datafeeds/datafeed-live/_start")
+        assert status == 409 and "already been started" in body["error"]["reason"]
 
         async def traffic(seconds: float):
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
@@ -478,10 +480,14 @@ def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
         assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_open")[1]["opened"] is True
         status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast?duration=0s")
         assert status == 400 and "[duration]" in body["error"]["reason"]
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast")
+        assert status == 400 and "has not processed any data" in body["error"]["reason"]
         lines = b"\n".join(orjson.dumps({"timestamp": base + h * hour + 60, "v": 50 + 25 * math.sin(h / 24 * 6.283)})
                            for h in range(24 * 7))
         assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_data", lines)[0] == 200
         assert http("POST", f"{url}/_ml/anomaly_detectors/fc/_flush?advance_time={(base + 24 * 7 * hour) * 1000}")[0] == 200
+        wait_for(lambda: http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["data_counts"]
+                 .get("processed_record_count") == 24 * 7, 60, "the job's data_counts")
         status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast", {"duration": "1d"})
         assert status == 200 and body["acknowledged"] is True and body["forecast_id"]
 
