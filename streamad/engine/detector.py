@@ -254,7 +254,16 @@ class DetectorState:
             if not interim:
                 # the probabilities just given open, extend or close each series' anomaly episode;
                 # a population model is shared by every over value, and has no episodes
-                self.banks[f].update(idx_a, t, x_a, ws, vs, math.nan if self.population else sc.probability)
+                if self.population:
+                    # each over value's value is one sample of its attribute's model, learnt in
+                    # (model, value) order as Elastic sorts a bucket's samples by value: the first
+                    # value a model ever sees, which places its skewed candidates' offset, is the
+                    # smallest of its first bucket, not whichever over value sorts first
+                    order = np.lexsort((x_a, idx_a))
+                    self.banks[f].update(idx_a[order], t, x_a[order], ws[order], vs[order], math.nan)
+                    self.banks[f].penalize_samples(idx_a)
+                else:
+                    self.banks[f].update(idx_a, t, x_a, ws, vs, sc.probability)
             results.append((pos, idx_a, x_a, sc))
         if results[0] is None:
             return None

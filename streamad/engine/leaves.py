@@ -41,10 +41,16 @@ class Leaf:
 
 
 def scope_of(key: tuple) -> str:
-    """The leaf normalizer's scope of a series key (partition, by, over): partition and person values."""
+    """The leaf normalizer's scope of a series key (partition, by, over): partition and person values.
+
+    Members of a population (an over value) share one scope, "": Elastic keys the maximum score of a
+    normalizer for members of a population analysis on nothing (`CMaximumScoreScope::key`), so a
+    member's score is capped against the population's largest, not its own (else every member's
+    own most unusual bucket would get the full max-score ceiling)."""
     part, by, over = key
-    person = over if over is not None else by
-    return f"{part if part is not None else ''}\x00{person if person is not None else ''}"
+    if over is not None:
+        return ""
+    return f"{part if part is not None else ''}\x00{by if by is not None else ''}"
 
 
 class LeafBatch:

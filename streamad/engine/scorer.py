@@ -193,8 +193,8 @@ class JobScorer:
         if len(anomalous) > 1:
             anomalous.sort(key=lambda lf: (lf.probability, lf.detector_index, _leaf_sort(lf)))
         for lf in anomalous:
-            person = lf.over or lf.by
-            scope = f"{lf.partition[1] if lf.partition else ''}\x00{person[1] if person else ''}"
+            # members of a population share one scope (`leaves.scope_of`)
+            scope = "" if lf.over else f"{lf.partition[1] if lf.partition else ''}\x00{lf.by[1] if lf.by else ''}"
             raw, score = normalize(self._leaf_norm(lf), lf.probability, scope, lf.model_probability)
             if lf.probability < MAX_ANOMALOUS_PROBABILITY and len(records) < RECORD_LIMIT:
                 records.append(self._record(lf, ts, score, interim))

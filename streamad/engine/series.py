@@ -155,8 +155,8 @@ class SeriesTable:
 
 def _scopes(keys: list) -> list[str]:
     """`scope_of` of each key (inline: this runs once per new series)."""
-    return [f"{'' if part is None else part}\x00{'' if person is None else person}"
-            for part, person in ((k[0], k[2] if k[2] is not None else k[1]) for k in keys)]
+    return ["" if over is not None else f"{'' if part is None else part}\x00{'' if by is None else by}"
+            for part, by, over in keys]
 
 
 def _pack(a: np.ndarray) -> tuple:

@@ -117,8 +117,13 @@ def _sub_update(S, i, j, z, q, var_floor) -> None:
 
 
 @njit(cache=True)
-def _try_split(S, i, j, var_floor) -> bool:
-    """Split mode j into its two sub-clusters when they are clearly separate (BIC, distance)."""
+def _try_split(S, i, j, var_floor, extra_var) -> bool:
+    """Split mode j into its two sub-clusters when they are clearly separate (BIC, distance).
+
+    The sub-clusters' variances are those of the values themselves; the new modes also get the
+    known within-sample variance extra_var (integer data: the rounding dither, as every mode
+    update adds it), else a split leaves modes narrower than the dither whose densities at the
+    integers beat every other candidate in the one-of-n."""
     c = _col(j) + 5
     nl = S[i, c]
     nr = S[i, c + 3]
@@ -153,7 +158,7 @@ def _try_split(S, i, j, var_floor) -> bool:
         S[i, ck + 1] = mm
         S[i, ck + 2] = S[i, ck]
         S[i, ck + 3] = 0.5 * S[i, ck] + 0.5
-        S[i, ck + 4] = S[i, ck + 3] * vv
+        S[i, ck + 4] = S[i, ck + 3] * (vv + extra_var)
         for q in range(6):
             S[i, ck + 5 + q] = 0.0
     return True
@@ -320,7 +325,7 @@ def mm_update(S, i, z, w, extra_var, var_floor) -> None:
             ng_update(S, i, c + 1, z, w * r, extra_var)
             _sub_update(S, i, j, z, w * r, var_floor)
     for j in range(L.MM_MODES):
-        if S[i, _col(j)] > 0.0 and _try_split(S, i, j, var_floor):
+        if S[i, _col(j)] > 0.0 and _try_split(S, i, j, var_floor, extra_var):
             return
     # merge modes that have come together
     if n_modes(S, i) > 1:
@@ -339,3 +344,30 @@ def mm_mean(S, i) -> float:
             total += S[i, c]
             m += S[i, c] * S[i, c + 1]
     return m / total if total > 0.0 else 0.0
+
+
+@njit(cache=True)
+def bic_penalty(S, rows, counts, max_log_bf) -> None:
+    """Elastic's BIC term for the mixture's extra parameters, once per bucket (ELASTIC_MODEL §2.2).
+
+    COneOfNPrior weighs each candidate by 2 log L - k ln n per update with the n samples of that
+    update; the mixture's k is its number of modes - 1, the single-distribution candidates' 0. A
+    series has one sample a bucket (ln 1 = 0: no penalty), a population model has one per over
+    value: there the mixture pays 0.5 (modes - 1) ln n in log weight each bucket, which it must earn
+    back in likelihood. rows[k] took counts[k] samples this bucket; log weights stay relative to
+    the best and at most max_log_bf below it, as the one-of-n update keeps them.
+    """
+    cm = L.LW + L.C_MULTIMODAL
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        n = counts[k]
+        m = n_modes(S, i)
+        if not (n > 1.0) or m < 2 or not (S[i, cm] > -math.inf):
+            continue
+        S[i, cm] -= 0.5 * (m - 1.0) * math.log(n)
+        best = -math.inf
+        for c in range(L.NCAND):
+            best = max(best, S[i, L.LW + c])
+        for c in range(L.NCAND):
+            if S[i, L.LW + c] > -math.inf:
+                S[i, L.LW + c] = max(S[i, L.LW + c] - best, -max_log_bf)

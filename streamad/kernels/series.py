@@ -329,11 +329,16 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
     nmin = P[L.P_N_MIN]
     wts = np.empty(L.NCAND)
     lps = np.empty(L.NCAND)
+    run = 1.0
     for k in range(idx.shape[0]):
         i = idx[k]
         xi = x[k]
         wi = w[k]
         events[k] = EVENT_NONE
+        if k == 0 or idx[k - 1] != i:
+            # samples of one row in a row (population analysis: one per over value) share one
+            # bucket's trend step: the trend learns per bucket, not per sample (`trend_run`)
+            run = trend_run(idx, k)
         if not (abs(xi) <= MAX_ABS) or not (wi > 0.0) or wi == math.inf:
             continue
         wi = min(wi, 1.0)
@@ -436,7 +441,7 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
         # decomposition: the trend follows value - seasonal; each component takes the error
         e = xi - pred
         SE.track_errors(S, i, t, span, e, weight, max(span / (3.0 * DAY), 0.002))
-        TR.update(S, i, P, xi - seas, weight, max(span / DAY, 0.005))
+        TR.update(S, i, P, xi - seas, weight / run, max(span / DAY, 0.005))
         if SE.comp_on(S, i, 0) or SE.comp_on(S, i, 1):
             d2 = (r / math.sqrt(vcount)) ** 2
             for c in range(L.NCOMP):
@@ -490,6 +495,21 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
                     after = S[i, L.COMP + 2] + S[i, L.COMP + L.COMP_STRIDE + 2]
                     _reset_residuals(S, i, 1.0 - max(after - before, 0.0), t)
                     events[k] = EVENT_SEASONAL_ADDED if change > 0 else EVENT_SEASONAL_REMOVED
+
+
+@njit(cache=True)
+def trend_run(idx, k) -> float:
+    """Number of consecutive entries of idx from k on that are the row idx[k].
+
+    A row that takes several samples in one update (a population model: every over value's value
+    of the bucket, contiguous in key order) moves its trend by 1/run of each sample's step, so one
+    bucket moves it as one sample would (Elastic's trend is a regression on time, whose learn rate
+    is per unit of time, not per sample). A series has one sample a bucket: run 1, no change."""
+    i = idx[k]
+    n = 1
+    while k + n < idx.shape[0] and idx[k + n] == i:
+        n += 1
+    return float(n)
 
 
 @njit(cache=True)

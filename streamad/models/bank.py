@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamad.kernels import layout as L
+from streamad.kernels import modes as MM
 from streamad.kernels import series as K
 from streamad.kernels.special import norm_ppf
 from streamad.kernels.trend import SCALES as _TREND_SCALES
@@ -126,6 +127,14 @@ class SeriesBank:
         if events.any():
             for k in np.nonzero(events)[0].tolist():
                 self._events.append(ModelEvent(int(idx[k]), int(t), _EVENT_KINDS[int(events[k])]))
+
+    def penalize_samples(self, idx) -> None:
+        """After `update` of a bucket in which a row may have taken several samples (population
+        analysis: one per over value), charge each row's mixture candidate Elastic's BIC term
+        for that number of samples (`modes.bic_penalty`)."""
+        rows, counts = np.unique(np.asarray(idx, dtype=np.int64), return_counts=True)
+        if rows.shape[0] and counts.max() > 1:
+            MM.bic_penalty(self.S, rows, counts.astype(np.float64), K.MAX_LOG_BF)
 
     def score(self, idx, t: int, x, var_scale=1.0, multi_bucket: bool = True) -> Scores:
         idx = np.ascontiguousarray(idx, dtype=np.int64)

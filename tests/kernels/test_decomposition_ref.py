@@ -206,3 +206,35 @@ def test_run_tests_adds_daily_and_weekly_components():
     assert PT.run_tests(S, 0, base, S[0, L.WIN_SLOT_T], 3600.0) == 1
     assert SE.comp_on(S, 0, 1) and SE.comp_period(S, 0, 1) == 7 * DAY
     assert PT.run_tests(S, 0, base, S[0, L.WIN_SLOT_T], 3600.0) == 0
+
+
+def test_samples_of_one_row_in_one_update_share_a_bucket_trend_step():
+    """A row that takes n samples in one update (a population model) moves each trend level by
+    1/n of each sample's step (plain reference of the levels); `trend_run` counts the row's
+    consecutive entries; a row with one sample a bucket is updated as before."""
+    from streamad.kernels import series as K
+    from streamad.models import ModelParams, SeriesBank
+
+    idx = np.array([3, 3, 3, 1, 3, 3], dtype=np.int64)
+    assert [K.trend_run(idx, k) for k in range(6)] == [3.0, 2.0, 1.0, 1.0, 2.0, 1.0]
+    params = ModelParams(bucket_span=3600, seasonal=False, multi_bucket=False)
+    P = params.vector()
+    bank = SeriesBank(params)
+    row = bank.add(1)[0]
+    single = SeriesBank(params)
+    srow = single.add(1)[0]
+    lev = None
+    n = 0.0
+    for b in range(20):  # under a day (no change detection), values never outliers (no down-weighting)
+        xs = 5.0 + 0.1 * b + np.linspace(-0.5, 0.5, 8)
+        bank.update(np.full(8, row), b * 3600, xs, 1.0, 1.0)
+        single.update(np.array([srow]), b * 3600, xs[:1], 1.0, 1.0)
+        if lev is None:
+            lev = [xs[0]] * 4  # levels start at the first value, which then updates them
+        for x in xs:
+            for k in range(4):
+                lev[k] += min(max(P[L.P_LEV_ALPHA + k], 1 / (n + 1)) * (1.0 / 8.0), 1) * (x - lev[k])
+            n += 1.0 / 8.0
+    assert np.allclose(bank.S[row, L.LEV:L.LEV + 4], lev)
+    assert bank.S[row, L.LEV_N] == pytest.approx(20.0)
+    assert single.S[srow, L.LEV_N] == pytest.approx(20.0)

@@ -255,3 +255,39 @@ def test_episode_state_and_power_match_reference():
         ref = _ref_episode_step(ep, p, dev)
         assert got == pytest.approx(ref, rel=1e-15, abs=0.0) or (got == 0.0 and ref == 0.0)
         assert K.episode_power(ep, p, dev) == _ref_episode_power(ep, p, dev)
+
+
+def _ref_split(w, left, right, extra_var):
+    """The two modes a split makes (plain reference): each takes its sub-cluster's share of the
+    mode's weight, its mean, and its variance plus the known within-sample variance extra_var."""
+    (nl, ml, vl), (nr, mr, vr) = left, right
+    n = nl + nr
+    out = []
+    for nn, mm, vv in ((nl, ml, vl), (nr, mr, vr)):
+        weight = w * nn / n
+        a = 0.5 * weight + 0.5
+        out.append((weight, mm, weight, a, a * (vv + extra_var)))
+    return out
+
+
+def test_split_modes_keep_the_integer_dither_variance():
+    """Integer counts: a split's modes get the dither's 1/12 on top of their values' own variance,
+    so that no mode ends up narrower than the rounding (its density at the integers would win the
+    one-of-n by the width alone)."""
+    for extra in (0.0, 1.0 / 12.0):
+        S = _row()
+        c = L.MM
+        S[0, c:c + 5] = (100.0, 0.5, 100.0, 50.5, 50.5 * 0.3)
+        left, right = (80.0, 0.0, 0.001), (20.0, 2.0, 0.002)  # n, mean, variance of each sub-cluster
+        S[0, c + 5:c + 11] = (*left, *right)
+        assert MM._try_split(S, 0, 0, 1e-12, extra)
+        got = sorted(_modes(S), key=lambda m: m[1])
+        for g, r in zip(got, _ref_split(100.0, left, right, extra)):
+            assert g == pytest.approx(r, rel=1e-12)
+    # fed integer counts with the dither, every mode stays at least as wide as the dither
+    S = _row()
+    for v in np.where(RNG.random(3000) < 0.8, 1, 2 + RNG.poisson(1.0, 3000)):
+        MM.mm_update(S, 0, float(v), 1.0, 1.0 / 12.0, 1e-12)
+    assert MM.n_modes(S, 0) >= 2
+    for w, m, p, a, b in _modes(S):
+        assert b / a >= 1.0 / 12.0 * 0.999

@@ -263,14 +263,68 @@ def test_seasonality_that_stops_is_removed_and_not_re_added():
 
 
 def test_repeated_indices_update_sequentially():
-    """Population models feed several values of one bucket into one series."""
+    """Population models feed several values of one bucket into one series: its residual models
+    learn every value, one after another, while its trend steps once per bucket (a row's
+    consecutive samples share one step, `trend_run`); other rows in the batch change nothing."""
+    from streamad.kernels import layout as L
+
     a = SeriesBank(ModelParams(bucket_span=60, seasonal=False))
     b = SeriesBank(ModelParams(bucket_span=60, seasonal=False))
-    ia, ib = a.add(1), b.add(1)
+    ia, ib = a.add(1), b.add(2)
     rng = np.random.default_rng(9)
     for t in range(0, 6000, 60):
         xs = rng.normal(5, 1, 3)
         a.update(np.repeat(ia, 3), t, xs, 1.0, 1.0)
-        for x in xs:
-            b.update(ib, t, np.array([x]), 1.0, 1.0)
-    assert a.to_bytes() == b.to_bytes()
+        b.update(np.array([ib[0]] * 3 + [ib[1]]), t, np.append(xs, 7.0), 1.0, 1.0)
+    assert a.S[ia[0]].tobytes() == b.S[ib[0]].tobytes()
+    assert a.S[ia[0], L.N_EFF] == pytest.approx(300.0)
+    assert a.S[ia[0], L.LEV_N] == pytest.approx(100.0)
+
+
+def test_population_of_long_tailed_counts_keeps_a_long_tail():
+    """Population analysis: every over value's bucket value is one sample of a shared model. Per-client
+    distinct counts are long-tailed integers (most 1, a few heavy clients around 10): a skewed
+    candidate, not a mixture of narrow modes at the integers, must model them, so that a heavy
+    client's usual count is at worst moderately unusual while a far larger one stays extreme."""
+    rng = np.random.default_rng(5)
+    bank = SeriesBank(ModelParams(bucket_span=3600, side=1, nonnegative=True, integer=True,
+                                  seasonal=False, multi_bucket=False))
+    row = bank.add(1)[0]
+    heavy = np.array([9.0, 10.0, 11.0, 12.0])
+    for b in range(400):
+        n = int(rng.integers(12, 30))
+        x = np.minimum(rng.zipf(2.6, n), 8).astype(float)
+        x[0] = rng.choice(heavy)  # a heavy client every bucket
+        if b == 200:
+            x[1] = 60.0  # a far value opens a mode of its own
+        idx = np.full(n, row, dtype=np.int64)
+        bank.update(idx, b * 3600, np.sort(x), 1.0, 1.0)  # in value order, as the detector feeds it
+        bank.penalize_samples(idx)
+    p = bank.score(np.full(3, row, dtype=np.int64), 400 * 3600, np.array([2.0, 11.0, 60.0]), 1.0,
+                   multi_bucket=False).probability
+    assert p[0] > 0.05
+    assert p[1] > 1e-9  # the heavy client's usual count: unusual at most
+    assert p[2] < 1e-6 * p[1]  # a far larger count stays far more extreme
+
+
+def test_population_mixture_pays_elastic_bic_term_per_bucket():
+    """A row that took n samples in a bucket: its mixture's log weight drops by 0.5 (modes - 1) ln n
+    (COneOfNPrior's k ln n with k = modes - 1); one sample a bucket (individual series) costs nothing."""
+    from streamad.kernels import layout as L
+    from streamad.kernels import series as K
+
+    bank = SeriesBank(ModelParams(bucket_span=3600, seasonal=False, multi_bucket=False))
+    row = bank.add(1)[0]
+    S = bank.S
+    c = L.MM
+    S[row, c:c + 5] = (50.0, 0.0, 50.0, 25.5, 25.5)
+    S[row, c + L.MM_STRIDE:c + L.MM_STRIDE + 5] = (50.0, 10.0, 50.0, 25.5, 25.5)
+    lw = np.array([-1.0, 0.0, -2.0, -math.inf, -0.5])
+    S[row, L.LW:L.LW + L.NCAND] = lw
+    bank.penalize_samples(np.array([row]))  # one sample: unchanged
+    assert np.array_equal(S[row, L.LW:L.LW + L.NCAND], lw)
+    bank.penalize_samples(np.full(20, row))
+    want = lw.copy()
+    want[L.C_MULTIMODAL] -= 0.5 * math.log(20.0)
+    want = np.where(np.isfinite(want), np.maximum(want - want[np.isfinite(want)].max(), -K.MAX_LOG_BF), want)
+    assert np.allclose(S[row, L.LW:L.LW + L.NCAND], want) and S[row, L.LW + L.C_POISSON] == -math.inf
