@@ -43,7 +43,10 @@ MB_MIN = 9.0
 MB_CLIP = 4.0  # residual sd at which the multi-bucket window clips a residual
 MAX_LOG_BF = 30.0  # a candidate's log weight never falls further than this below the best
 JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once it can take part
-CHANGE_START = DAY  # change detection starts this long after the first value
+# change detection starts this long after the first value (ELASTIC_MODEL §2.6: CChangePointTest is
+# active only after firstValueTime + 3 days); before, a young model's large errors are its own
+# inexperience (no seasonality yet, a thin residual model), not a change of the series
+CHANGE_START = 3.0 * DAY
 Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
 RUN_FULL = 12.0  # buckets of a one-signed run of large errors that are scored at full weight
 RUN_MIN_POWER = 0.1  # the least weight of a bucket deep inside a run
