@@ -51,6 +51,7 @@ class Worker:
         self.inflight: dict[str, list] = {}  # job_id -> result sends not yet known delivered
         self.ready = False
         self._seen: dict[tuple[str, int], int] = {}  # router: last offset handed to it per input partition
+        self._skipped: dict[str, int] = {}  # router: last offset it skipped per lookback record (this assignment)
         self._router_start: dict[tuple[str, int], int] = {}  # router: its first offset since the assignment
         self._live: set[str] = set()  # lookback records handed to the router here
         self._lookbacks: dict[str, asyncio.Task] = {}  # lookback record key -> task forwarding it
@@ -132,7 +133,7 @@ class Worker:
                 # late; reading further than needed is what a lookback can afford)
                 at = (topic, partition)
                 self._seen[at] = max(self._seen.get(at, -1), items[-1][0])
-                for job_id, run in self.jobs_reading(topic, partition):
+                for job_id, run in self.jobs_reading(topic, partition, items[-1][0]):
                     for value in envelope.batches(topic, partition, items, run):
                         sent.append(await self.work_topic.send(key=job_id.encode(), value=value))
             try:
@@ -145,9 +146,10 @@ class Worker:
                 await self.app.crash(exc)
                 raise
 
-    def jobs_reading(self, topic: str, partition: int) -> list[tuple[str, int | None]]:
+    def jobs_reading(self, topic: str, partition: int, last_offset: int | None = None) -> list[tuple[str, int | None]]:
         """(job, datafeed run) the router forwards this partition's events to: started datafeeds on
-        the topic whose lookback of the partition is done (until then their lookback forwards it)."""
+        the topic whose lookback of the partition is done (until then their lookback forwards it).
+        With `last_offset` (a router batch), remembers up to where the router skipped each other one."""
         out = []
         for feed_id, feed in self.registry.datafeeds.items():
             if feed.get("state") != "started":
@@ -155,9 +157,14 @@ class Worker:
             job = self.registry.jobs.get(feed["config"]["job_id"])
             if job is None or job.get("state") != "opened":
                 continue
-            if (any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", []))
-                    and self._handed_off(feed_id, feed, f"{topic}:{partition}")):
+            if not any(fnmatch.fnmatchcase(topic, pat) for pat in feed["config"].get("indices", [])):
+                continue
+            where = f"{topic}:{partition}"
+            if self._handed_off(feed_id, feed, where):
                 out.append((feed["config"]["job_id"], feed.get("run")))
+            elif last_offset is not None:
+                key = lookback.record_key(feed_id, feed.get("run"), where)
+                self._skipped[key] = max(self._skipped.get(key, -1), last_offset)
         return sorted(set(out), key=lambda jr: jr[0])
 
     def _handed_off(self, feed_id: str, feed: dict, where: str) -> bool:
@@ -167,7 +174,12 @@ class Worker:
         if key in self._live:
             return True
         record = self.registry.lookbacks.get(key)
-        return bool(record and record.get("done"))
+        if not (record and record.get("done")):
+            return False
+        # handed off elsewhere (an earlier owner of the partition); trusted only if this router has
+        # not skipped an event at or after that hand-off: if the record reached us late, those
+        # events are nobody's, and a local lookback from the hand-off offset must forward them
+        return self._skipped.get(key, -1) < int(record.get("next", 0))
 
     @property
     def generation(self) -> int:
@@ -518,6 +530,7 @@ class Worker:
         await lookback.cancel_all(self._lookbacks)
         await self.registry.flush()
         self._seen.clear()
+        self._skipped.clear()
         self._router_start.clear()
         self.processor.forget()
         self.pending.clear()
@@ -527,6 +540,7 @@ class Worker:
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
         self._generation += 1
         self._seen.clear()
+        self._skipped.clear()
         self._router_start.clear()
         self.processor.forget()
         self.pending.clear()

@@ -289,5 +289,5 @@ def test_split_modes_keep_the_integer_dither_variance():
     for v in np.where(RNG.random(3000) < 0.8, 1, 2 + RNG.poisson(1.0, 3000)):
         MM.mm_update(S, 0, float(v), 1.0, 1.0 / 12.0, 1e-12)
     assert MM.n_modes(S, 0) >= 2
-    for w, m, p, a, b in _modes(S):
+    for _w, _m, _p, a, b in _modes(S):
         assert b / a >= 1.0 / 12.0 * 0.999
