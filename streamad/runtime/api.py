@@ -132,14 +132,20 @@ class Api:
             await self.registry.put(f"job/{job_id}", {**entry, "state": "opened", "open_time": int(time.time() * 1000)})
         return {"opened": True, "node": self.worker.settings.app_id}
 
-    async def close_job(self, job_id: str) -> dict:
+    async def close_job(self, job_id: str, datafeed_first: bool = True) -> dict:
+        """Stop the job's datafeed and close the job. A datafeed reaching its `end` closes the job
+        first (`datafeed_first=False`): a crash in between then leaves a started datafeed on a
+        closed job, which the worker stops (`Worker._realtime`), never an open job nobody closes."""
         entry = self._job(job_id)
         feed = self.registry.datafeed_for_job(job_id)
-        if feed is not None and feed[1]["state"] == "started":
+        if datafeed_first and feed is not None and feed[1]["state"] == "started":
             await self.registry.put(f"datafeed/{feed[0]}", {**feed[1], "state": "stopped"})
         if entry["state"] == "opened":
             await self.worker.send_control(job_id, "close")
             await self.registry.put(f"job/{job_id}", {**entry, "state": "closed"})
+        feed = self.registry.datafeed_for_job(job_id)
+        if not datafeed_first and feed is not None and feed[1]["state"] == "started":
+            await self.registry.put(f"datafeed/{feed[0]}", {**feed[1], "state": "stopped"})
         return {"closed": True}
 
     async def delete_job(self, job_id: str, force: bool) -> dict:

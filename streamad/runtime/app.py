@@ -345,6 +345,12 @@ class Worker:
             if not self._owns(job_id):
                 continue
             job = self.registry.jobs.get(job_id)
+            if job is not None and job.get("state") == "closed":
+                # a crash between closing the job at its datafeed's end and stopping the datafeed
+                feed_id = cfg.get("datafeed_id")
+                if feed_id:
+                    await self.registry.put(f"datafeed/{feed_id}", {**feed, "state": "stopped"})
+                continue
             if job is None or job.get("state") != "opened":
                 continue
             from streamad.config.job import Job, parse_datafeed
@@ -382,8 +388,8 @@ class Worker:
         from streamad.runtime.api import Api
 
         try:
-            await Api(self).close_job(job_id)
-            log.info("datafeed of %s reached its end: datafeed stopped, job closed", job_id)
+            await Api(self).close_job(job_id, datafeed_first=False)
+            log.info("datafeed of %s reached its end: job closed, datafeed stopped", job_id)
         except Exception as exc:  # noqa: BLE001 - retried on the next tick
             log.error("closing %s at its datafeed end failed: %s", job_id, exc)
         finally:
