@@ -498,3 +498,45 @@ def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
         assert got["forecasted_jobs"] == 1 and got["records"]["total"] == 24 and got["status"] == {"finished": 1}
     finally:
         worker.stop()
+
+
+def test_a_started_datafeed_on_a_closed_job_is_stopped(kafka_bootstrap, tmp_path):
+    """The state a kill -9 can leave between closing a job at its datafeed's end and stopping the
+    datafeed (written here straight into the registry topic): the worker stops the datafeed."""
+    from aiokafka import AIOKafkaProducer
+
+    run = uuid.uuid4().hex[:8]
+    topic = f"in-{run}"
+    produce(kafka_bootstrap, topic, [orjson.dumps({"timestamp": 1700000000, "v": 1})])
+    worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+    try:
+        body = {"analysis_config": {"bucket_span": "1h", "detectors": [{"function": "count"}]},
+                "data_description": {"time_field": "timestamp", "time_format": "epoch"},
+                "datafeed_config": {"indices": [topic]}}
+        assert http("PUT", f"{worker.url}/_ml/anomaly_detectors/heal", body)[0] == 200
+        assert http("POST", f"{worker.url}/_ml/anomaly_detectors/heal/_open")[0] == 200
+        assert http("POST", f"{worker.url}/_ml/datafeeds/datafeed-heal/_start")[0] == 200
+        job = http("GET", f"{worker.url}/_ml/anomaly_detectors/heal")[1]["jobs"][0]
+        job.pop("datafeed_config", None)
+
+        async def close_behind_the_api():
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+            await producer.start()
+            try:
+                await producer.send_and_wait(f"streamad-jobs-{run}", key=b"job/heal", partition=0,
+                                             value=orjson.dumps({"config": job, "state": "closed"}))
+            finally:
+                await producer.stop()
+        import asyncio
+        asyncio.run(close_behind_the_api())
+
+        def feed_state():
+            states = [orjson.loads(v) for v in read_all(kafka_bootstrap, [f"streamad-jobs-{run}"], quiet_s=0.5)
+                      if v and b'"datafeed_id":"datafeed-heal"' in v]
+            return states and states[-1]["state"] == "stopped"
+        wait_for(feed_state, 30, "the datafeed stopped")
+        # and it can be started again once the job is open
+        assert http("POST", f"{worker.url}/_ml/anomaly_detectors/heal/_open")[0] == 200
+        assert http("POST", f"{worker.url}/_ml/datafeeds/datafeed-heal/_start")[0] == 200
+    finally:
+        worker.stop()
