@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamad.engine.ids import values_to_id
+from streamad.engine.scorer import _r  # the rounding every result document uses
 
 # functions whose models can be projected (Elastic's function_t::isForecastSupported, in spirit)
 UNSUPPORTED = frozenset({"rare", "freq_rare", "info_content", "time_of_day", "time_of_week", "lat_long"})
@@ -36,10 +37,6 @@ def unsupported_reason(job) -> str | None:
         if det.spec.statistic in UNSUPPORTED:
             return f"detector [{det.detector_index}] uses [{det.function}], which cannot be forecast"
     return None
-
-
-def _r(x: float) -> float:
-    return float(f"{x:.12g}") if x == x else 0.0
 
 
 def forecast_docs(engine, req: ForecastRequest) -> list[dict]:

@@ -296,11 +296,16 @@ class Worker:
         (its end when there is none) ("topic:partition" -> offset). The lookback reads from there.
         Every partition is listed, empty ones too: the router skips the job on a partition until
         its lookback hands it over, and events arriving meanwhile are the lookback's to forward."""
+        return {where: first for where, (first, _end) in (await self._partition_offsets(patterns, start_ms)).items()}
+
+    async def _partition_offsets(self, patterns: list[str], start_ms: int | None) -> dict[str, tuple[int, int]]:
+        """Per input partition of these topics ("topic:partition"): (first offset at or after
+        start_ms, or the beginning when None; end offset)."""
         tps = await self.input_partitions(patterns)
         if not tps:
             return {}
-        firsts, _ = await self._offsets(tps, start_ms)
-        return {f"{tp.topic}:{tp.partition}": firsts[tp] for tp in tps}
+        firsts, ends = await self._offsets(tps, start_ms)
+        return {f"{tp.topic}:{tp.partition}": (firsts[tp], ends[tp]) for tp in tps}
 
     async def _offsets(self, tps, start_ms) -> tuple[dict, dict]:
         """Per partition: (first offset at or after start_ms, or the beginning when None; end offset)."""
@@ -416,11 +421,8 @@ class Worker:
     async def _targets(self, patterns: list[str], start_ms: int | None) -> dict[str, int]:
         """The end offset of each input partition of these topics that holds an event at or after
         the datafeed's start ("topic:partition" -> offset): what the job must apply to be caught up."""
-        tps = await self.input_partitions(patterns)
-        if not tps:
-            return {}
-        firsts, ends = await self._offsets(tps, start_ms)
-        return {f"{tp.topic}:{tp.partition}": ends[tp] for tp in tps if firsts[tp] < ends[tp]}
+        return {where: end for where, (first, end) in (await self._partition_offsets(patterns, start_ms)).items()
+                if first < end}
 
     # ------------------------------------------------------------------ detector
     async def _detect(self, stream) -> None:
@@ -570,9 +572,10 @@ class Worker:
         await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.control(kind, **fields))
 
     async def send_data(self, job_id: str, raws: list[bytes]) -> None:
-        for raw in raws:
-            await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.data(raw), wait=False)
-        await self.registry.flush()
+        """Append `_data` events to the job's work log; raises if any send failed (flush never does)."""
+        sent = [await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.data(raw), wait=False)
+                for raw in raws]
+        await asyncio.gather(*sent)
 
 
 class _Lifecycle(faust.Service):

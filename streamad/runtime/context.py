@@ -36,6 +36,13 @@ def _page(items: list, params: dict, default_size: int) -> list:
     return items[start:start + size]
 
 
+def _named_by(job_ids: set[str]):
+    """Whether a job config is named by a calendar's job ids (its id, one of its groups, or `_all`)."""
+    everyone = "_all" in job_ids
+    return lambda cfg: (everyone or cfg.get("job_id") in job_ids
+                        or any(g in job_ids for g in cfg.get("groups", [])))
+
+
 class JobContext:
     """Filter and calendar API calls, and the context each job gets."""
 
@@ -142,11 +149,7 @@ class JobContext:
     async def _save_calendar(self, calendar_id: str, body: dict, affected: set[str]) -> None:
         Calendar.from_dict(body, calendar_id)  # validates job ids and events
         await self.registry.put(f"calendar/{calendar_id}", body)
-        everyone = "_all" in affected
-
-        def touches(cfg: dict) -> bool:
-            return everyone or cfg.get("job_id") in affected or any(g in affected for g in cfg.get("groups", []))
-        await self._refresh_jobs(touches)
+        await self._refresh_jobs(_named_by(affected))
 
     async def put_calendar(self, calendar_id: str, body: dict) -> dict:
         check_id(calendar_id, "calendar_id")
@@ -175,10 +178,7 @@ class JobContext:
     async def delete_calendar(self, calendar_id: str) -> dict:
         body = self._calendar(calendar_id)
         await self.registry.put(f"calendar/{calendar_id}", None)
-        affected = set(body["job_ids"])
-        everyone = "_all" in affected
-        await self._refresh_jobs(lambda cfg: everyone or cfg.get("job_id") in affected
-                                 or any(g in affected for g in cfg.get("groups", [])))
+        await self._refresh_jobs(_named_by(set(body["job_ids"])))
         return {"acknowledged": True}
 
     async def calendar_jobs(self, calendar_id: str, job_ids: str, add: bool) -> dict:

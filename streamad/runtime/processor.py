@@ -111,27 +111,29 @@ class JobProcessor:
             kind, body = "skip", b""
         if kind == "data":
             self._data(slot, job_id, body)
-        elif kind == "sourced":
+        elif kind == "sourced":  # one forwarded event (work logs written before batches)
             src, raw = body
-            where = f"{src['t']}:{src['p']}"
-            if src["o"] > slot.sources.get(where, -1):  # else: forwarded twice by a router replay
-                slot.sources[where] = src["o"]
-                self._data(slot, job_id, raw)
+            self._sourced(slot, job_id, f"{src['t']}:{src['p']}", [(src["o"], raw)])
         elif kind == "batch":
             topic, partition, events, run = body
-            where = f"{topic}:{partition}"
             if run is not None and slot.run is not None and run != slot.run:
                 events = []  # forwarded by an earlier run of the datafeed that had not stopped yet
-            for source_offset, raw in events:
-                if source_offset > slot.sources.get(where, -1):
-                    slot.sources[where] = source_offset
-                    self._data(slot, job_id, raw)
+            self._sourced(slot, job_id, f"{topic}:{partition}", events)
             slot.dirty += max(len(events) - 1, 0)
         elif kind == "control":
             self._control(slot, job_id, body)
         slot.next_offset = offset + 1
         slot.dirty += 1
         return self._out
+
+    def _sourced(self, slot: JobSlot, job_id: str, where: str, events) -> None:
+        """Forwarded events of one input partition, each applied once: a position at or below the
+        job's last one on that partition was forwarded twice (a replay, or a second writer)."""
+        last = slot.sources.get(where, -1)
+        for source_offset, raw in events:
+            if source_offset > last:
+                last = slot.sources[where] = source_offset
+                self._data(slot, job_id, raw)
 
     def _data(self, slot: JobSlot, job_id: str, raw: bytes) -> None:
         if slot.engine is None or slot.closed:
