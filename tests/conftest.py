@@ -28,7 +28,8 @@ def kafka_bootstrap() -> str:
     status = subprocess.run([str(ROOT / "scripts" / "kafka"), "status"], env=env, capture_output=True, text=True)
     if status.returncode != 0:
         started = subprocess.run(
-            [str(ROOT / "scripts" / "kafka"), "start"], env=env, capture_output=True, text=True, timeout=180
+            [str(ROOT / "scripts" / "kafka"), "start", "--fresh"], env=env, capture_output=True, text=True,
+            timeout=180
         )
         if started.returncode != 0:
             pytest.fail(f"Kafka broker unavailable and could not be started:\n{started.stdout}\n{started.stderr}")
