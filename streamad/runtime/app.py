@@ -1,7 +1,9 @@
-"""The Faust worker: a router agent, a detector agent, the engine-state table and the timers.
+"""The Faust worker: router, detector and shard agents, the engine-state tables and the timers.
 
     input topics --router--> streamad-work (key job_id) --detector--> results / annotations / dead-letter
-                                                              \\--> table "engines" (RocksDB, changelog)
+                                 ^                           |   \\--> table "engines" (RocksDB, changelog)
+                                 |  model replies            v  model requests (partition = shard)
+                                 +------------------ streamad-shards --shard--> table "shards"
 
 The router forwards each event of a started datafeed's topics to the work topic, keyed by job id,
 with its source position so that a re-forwarded event (router replay) is applied once. What was on
@@ -30,6 +32,7 @@ from streamad.runtime.processor import JobProcessor, Output
 from streamad.runtime.registry import Registry
 from streamad.runtime.results import ResultsIndex
 from streamad.runtime.settings import Settings
+from streamad.runtime.shards import ShardProcessor
 
 log = logging.getLogger("streamad.worker")
 
@@ -46,9 +49,12 @@ class Worker:
         self.settings = settings
         self.registry = Registry(settings)
         self.results = ResultsIndex(settings)
-        self.processor = JobProcessor(self._on_event)
-        self.pending: dict[str, list] = {}  # job_id -> unacked events covered by no snapshot yet
-        self.inflight: dict[str, list] = {}  # job_id -> result sends not yet known delivered
+        # a job's models live in `partitions` shards on the shards topic (one per partition), keyed by
+        # the partition value: the detector agent gathers and scores, shard agents model
+        self.processor = JobProcessor(self._on_event, shards=settings.partitions)
+        self.shard_processor = ShardProcessor()
+        self.pending: dict[str, list] = {}  # job_id (or shard slot key) -> unacked events covered by no snapshot yet
+        self.inflight: dict[str, list] = {}  # job_id (or shard slot key) -> sends not yet known delivered
         self.ready = False
         self._seen: dict[tuple[str, int], int] = {}  # router: last offset handed to it per input partition
         self._skipped: dict[str, int] = {}  # router: last offset it skipped per lookback record (this assignment)
@@ -91,6 +97,8 @@ class Worker:
         )
         self.work_topic = app.topic(s.work_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
                                     key_serializer="raw", partitions=s.partitions, internal=True)
+        self.shards_topic = app.topic(s.shards_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
+                                      key_serializer="raw", partitions=s.partitions, internal=True)
         self.results_topic = app.topic(s.results_topic, key_serializer="raw", value_serializer="raw")
         self.annotations_topic = app.topic(s.annotations_topic, key_serializer="raw", value_serializer="raw")
         self.dead_topic = app.topic(s.dead_letter_topic, key_serializer="raw", value_serializer="raw")
@@ -99,12 +107,15 @@ class Worker:
         self.table = app.Table("engines", key_type=str, value_type=bytes,
                                partitions=s.partitions,
                                extra_topic_configs={"max.message.bytes": str(8 * 1024 * 1024)})
+        self.shard_table = app.Table("shards", key_type=str, value_type=bytes, partitions=s.partitions,
+                                     extra_topic_configs={"max.message.bytes": str(8 * 1024 * 1024)})
         self.topics = {"results": self.results_topic, "annotations": self.annotations_topic,
-                       "dead_letter": self.dead_topic}
+                       "dead_letter": self.dead_topic, "shards": self.shards_topic, "work": self.work_topic}
 
         app.service(_Lifecycle(self))
         app.agent(self.input_topics, name="router")(self._route)
         app.agent(self.work_topic, name="detector")(self._detect)
+        app.agent(self.shards_topic, name="shard")(self._shard)
         app.timer(interval=max(s.snapshot_seconds / 2, 0.5))(self._tick)
         app.timer(interval=5.0)(self._lag)
         app.timer(interval=60.0)(self._retention)
@@ -447,11 +458,57 @@ class Worker:
                     or time.monotonic() - slot.last_snapshot >= self.settings.snapshot_seconds):
                 await self._snapshot(job_id)
 
+    # ------------------------------------------------------------------ shards
+    async def _shard(self, stream) -> None:
+        """Model requests: each (job, shard) slot applies them once, in sequence order, and answers on
+        the job's work log. Acked, as the detector's events, only once a snapshot covers them."""
+        async for event in stream.noack().events():
+            key = (event.key or b"").decode("utf-8", "replace")
+            msg = event.message
+            if msg.value[:1] == envelope.CONTROL:  # a tick: snapshot this partition's dirty slots
+                for slot_key, slot in list(self.shard_processor.slots.items()):
+                    if slot.dirty and self._shard_partition(slot_key) == msg.partition:
+                        await self._shard_snapshot(slot_key)
+                event.ack()
+                continue
+            if key not in self.shard_processor.slots:
+                self.shard_processor.load(key, self.shard_table.get)
+            outputs = self.shard_processor.apply(key, msg.offset, msg.value)
+            if outputs is None:
+                event.ack()
+                continue
+            self.pending.setdefault(key, []).append(event)
+            await self._publish(key, outputs, 0.0)
+            slot = self.shard_processor.slots[key]
+            if (slot.dirty >= self.settings.snapshot_events
+                    or time.monotonic() - slot.last_snapshot >= self.settings.snapshot_seconds):
+                await self._shard_snapshot(key)
+
+    @staticmethod
+    def _shard_partition(slot_key: str) -> int:
+        return int(slot_key.rsplit("\x00", 1)[1])
+
+    async def _shard_snapshot(self, key: str) -> None:
+        sent = self.inflight.pop(key, [])
+        if sent:
+            await asyncio.gather(*sent)  # replies delivered before the state that made them is saved
+        writes = self.shard_processor.snapshot_chunks(key)
+        old = self.shard_table.get(key)
+        old_chunks = orjson.loads(old)["chunks"] if old else 0
+        for k, value in writes:
+            self.shard_table[k] = value
+        for i in range(len(writes) - 1, old_chunks):
+            self.shard_table.pop(f"{key}\x00{i}", None)
+        await self.app.producer.flush()
+        for ev in self.pending.pop(key, []):
+            ev.ack()
+
     async def _publish(self, job_id: str, outputs: list[Output], seconds: float) -> None:
         final_buckets = 0
         inflight = self.inflight.setdefault(job_id, [])
         for out in outputs:
-            inflight.append(await self.topics[out.topic].send(key=out.key.encode(), value=out.value))
+            inflight.append(await self.topics[out.topic].send(key=out.key.encode(), value=out.value,
+                                                              partition=out.partition))
             doc = out.doc
             if doc is None:
                 continue
@@ -503,12 +560,21 @@ class Worker:
         return self.table.get(key)
 
     async def _tick(self) -> None:
-        """Ask idle jobs with unsnapshotted work for a snapshot (tables are written from the agent)."""
+        """Ask idle jobs and shards with unsnapshotted work for a snapshot (tables are written from
+        the agents)."""
         now = time.monotonic()
         for job_id, slot in list(self.processor.slots.items()):
             if slot.dirty and now - slot.last_snapshot >= self.settings.snapshot_seconds:
                 slot.last_snapshot = now  # one tick per interval
                 await self.work_topic.send(key=job_id.encode(), value=envelope.control("tick"))
+        ticked = set()
+        for key, slot in list(self.shard_processor.slots.items()):
+            if slot.dirty and now - slot.last_snapshot >= self.settings.snapshot_seconds:
+                slot.last_snapshot = now
+                partition = self._shard_partition(key)
+                if partition not in ticked:
+                    ticked.add(partition)
+                    await self.shards_topic.send(key=b"tick", value=envelope.control("tick"), partition=partition)
 
     async def _retention(self) -> None:
         """Results older than a job's results_retention_days leave the results index."""
@@ -541,6 +607,7 @@ class Worker:
         self._skipped.clear()
         self._router_start.clear()
         self.processor.forget()
+        self.shard_processor.forget()
         self.pending.clear()
         self.inflight.clear()
         self.ready = False
@@ -551,6 +618,7 @@ class Worker:
         self._skipped.clear()
         self._router_start.clear()
         self.processor.forget()
+        self.shard_processor.forget()
         self.pending.clear()
         self.inflight.clear()
         self.ready = True

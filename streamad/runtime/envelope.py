@@ -5,8 +5,13 @@ raw bytes (forwarded from an input topic), or b"B" + a batch of consecutive even
 partition with their positions (a lookback forwards the past in batches: one work message per
 event costs far more than the engine), so the engine decodes each event the same way `streamad run`
 decodes a line, and a re-forwarded event is recognised by its position. A control message is
-b"C" + JSON: open (with the job config), flush, close, delete, datafeed start/stop. Everything a
-job's engine does is a function of this log, which is what makes replay after a crash exact.
+b"C" + JSON: open (with the job config), flush, close, delete, datafeed start/stop. A shard's
+answer to a model request is b"R" + JSON {s, q, i} + newline + the reply. Everything a job's
+engine does is a function of this log, which is what makes replay after a crash exact.
+
+On the shards topic (partition = shard index) a model request is b"M" + JSON {j: job id, s: shard,
+n: shard count, q: sequence, a: the job's acknowledged sequence, i: incarnation, k: "close" |
+"forecast", job: the job config} + newline + the request.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ DATA = b"D"
 SOURCED = b"S"
 BATCH = b"B"
 CONTROL = b"C"
+REPLY = b"R"
+SHARD = b"M"
 
 
 def data(raw: bytes) -> bytes:
@@ -66,9 +73,32 @@ def control(kind: str, **fields) -> bytes:
     return CONTROL + orjson.dumps({"type": kind, **fields})
 
 
+def shard_request(job_id: str, shard: int, count: int, seq: int, acked: int, incarnation: str, kind: str,
+                  job: dict, body: bytes) -> bytes:
+    head = {"j": job_id, "s": shard, "n": count, "q": seq, "a": acked, "i": incarnation, "k": kind, "job": job}
+    return SHARD + orjson.dumps(head) + b"\n" + body
+
+
+def decode_shard_request(value: bytes) -> tuple[dict, bytes]:
+    """(header, request bytes) of a shards-topic message; ValueError else."""
+    if value[:1] != SHARD:
+        raise ValueError(f"not a shard request: {value[:1]!r}")
+    meta, sep, body = value[1:].partition(b"\n")
+    if not sep:
+        raise ValueError("shard request without a header line")
+    head = orjson.loads(meta)
+    if not isinstance(head, dict) or not {"j", "s", "n", "q", "i", "k", "job"} <= head.keys():
+        raise ValueError("shard request header incomplete")
+    return head, body
+
+
+def shard_reply(shard: int, seq: int, incarnation: str, body: bytes) -> bytes:
+    return REPLY + orjson.dumps({"s": shard, "q": seq, "i": incarnation}) + b"\n" + body
+
+
 def decode(value: bytes) -> tuple[str, bytes | dict]:
     """("data", raw), ("sourced", (source dict, raw)), ("batch", (topic, partition, [(offset, raw)], run))
-    or ("control", command dict); ValueError else."""
+    ("control", command dict) or ("reply", (header dict, reply bytes)); ValueError else."""
     if not value:
         raise ValueError("empty work message")
     head, body = value[:1], value[1:]
@@ -97,4 +127,9 @@ def decode(value: bytes) -> tuple[str, bytes | dict]:
         if not isinstance(cmd, dict) or "type" not in cmd:
             raise ValueError("control message without a type")
         return "control", cmd
+    if head == REPLY:
+        meta, sep, blob = body.partition(b"\n")
+        if not sep:
+            raise ValueError("reply message without a header line")
+        return "reply", (orjson.loads(meta), blob)
     raise ValueError(f"unknown work message kind {head!r}")

@@ -1,7 +1,11 @@
 """The job processor: applies work-topic messages to job engines, exactly once per offset.
 
 Pure of Kafka and Faust: the worker's detector agent hands it (job_id, partition, offset, value)
-and publishes what it returns. Each engine remembers the next offset it expects on its work
+and publishes what it returns. With `shards` > 0 a job's models live in that many shards on the
+shards topic (`runtime.shards`): the engine here gathers and scores, sends each bucket's model
+requests as outputs, and scores the bucket when the last reply has come back through the work log.
+A control that would change the job while buckets wait for replies is held, with everything after
+it (`backlog`), until they are scored: the engine sees the order `streamad run` gives it. Each engine remembers the next offset it expects on its work
 partition; a message below it was already applied (a replay after a crash or a rebalance) and is
 skipped, so results, models and data_counts never count an event twice. Snapshots are the engine
 bytes plus that offset, split into chunks that fit a Kafka message.
@@ -9,6 +13,7 @@ bytes plus that offset, split into chunks that fit a Kafka message.
 
 from __future__ import annotations
 
+import base64
 import pickle
 import time
 from collections.abc import Callable
@@ -29,10 +34,11 @@ CHUNK_BYTES = 900 * 1024  # below the producer's default 1 MB request size, far 
 
 @dataclass
 class Output:
-    topic: str  # "results" | "annotations" | "dead_letter"
+    topic: str  # "results" | "annotations" | "dead_letter" | "shards" | "work"
     key: str
     value: bytes
     doc: dict | None = None
+    partition: int | None = None  # an explicit partition (shard requests), else by key
 
 
 @dataclass
@@ -44,6 +50,8 @@ class JobSlot:
     datafeed_end_ms: int | None = None
     sources: dict = field(default_factory=dict)  # "topic:partition" -> last input offset applied
     run: int | None = None  # the datafeed run whose forwarded events the job applies
+    backlog: list = field(default_factory=list)  # work messages held until pending model replies are in
+    acked: int = -1  # shard replies up to this sequence are covered by the job's last snapshot
     dirty: int = 0  # events and controls applied since the last snapshot
     last_snapshot: float = field(default_factory=time.monotonic)
 
@@ -57,9 +65,14 @@ def reason_class(reason: str) -> str:
     return "malformed"
 
 
+# controls that may run while model replies are pending (they queue behind them in the engine)
+_NOT_HELD = frozenset({"tick", "stats", "delete"})
+
+
 class JobProcessor:
-    def __init__(self, on_event: Callable[[str, str, dict | None], None] | None = None):
+    def __init__(self, on_event: Callable[[str, str, dict | None], None] | None = None, shards: int = 0):
         self.slots: dict[str, JobSlot] = {}
+        self.shards = shards  # 0: the engine keeps its shards in process
         self._out: list[Output] = []
         self._job_id = ""
         self.on_event = on_event or (lambda kind, job_id, info: None)
@@ -70,9 +83,13 @@ class JobProcessor:
         slot = self.slots[job_id]
         blob = slot.engine.snapshot() if slot.engine is not None else b""
         chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        if slot.engine is not None and slot.engine.remote:
+            slot.acked = slot.engine.scored_seq
         manifest = orjson.dumps({"chunks": len(chunks), "next_offset": slot.next_offset, "closed": slot.closed,
                                  "start": slot.datafeed_start_ms, "end": slot.datafeed_end_ms,
-                                 "sources": slot.sources, "run": slot.run, "bytes": len(blob)})
+                                 "sources": slot.sources, "run": slot.run, "bytes": len(blob),
+                                 "acked": slot.acked,
+                                 "backlog": [base64.b64encode(m).decode() for m in slot.backlog]})
         slot.dirty = 0
         slot.last_snapshot = time.monotonic()
         return [(chunk_key(job_id, i), c) for i, c in enumerate(chunks)] + [(job_id, manifest)]
@@ -86,9 +103,21 @@ class JobProcessor:
         blob = b"".join(get(chunk_key(job_id, i)) or b"" for i in range(meta["chunks"]))
         engine = JobEngine.restore(blob, self._emit, self._dead_letter) if blob else None
         slot = JobSlot(engine, meta["next_offset"], meta["closed"], meta.get("start"), meta.get("end"),
-                       dict(meta.get("sources", {})), meta.get("run"))
+                       dict(meta.get("sources", {})), meta.get("run"),
+                       [base64.b64decode(m) for m in meta.get("backlog", [])], meta.get("acked", -1))
+        if engine is not None and engine.remote:
+            self._connect(slot, job_id)
         self.slots[job_id] = slot
         return slot
+
+    def _connect(self, slot: JobSlot, job_id: str) -> None:
+        """Wire a sharded engine's model requests to outputs on the shards topic."""
+        def send(shard: int, kind: str, seq: int, body: bytes) -> None:
+            engine = slot.engine
+            value = envelope.shard_request(job_id, shard, engine.n_shards, seq, slot.acked, engine.incarnation,
+                                           kind, engine.job.to_dict(), body)
+            self._out.append(Output("shards", f"{job_id}\x00{shard}", value, None, shard))
+        slot.engine.connect(send)
 
     def forget(self) -> None:
         """Drop every in-memory engine (after a rebalance the table is the truth)."""
@@ -109,6 +138,19 @@ class JobProcessor:
         except ValueError as exc:
             self._dead_letter(value, job_id, f"bad work message: {exc}")
             kind, body = "skip", b""
+        slot.next_offset = offset + 1
+        slot.dirty += 1
+        if kind == "reply":
+            self._reply(slot, job_id, body)
+            return self._out
+        if slot.engine is not None and slot.engine.remote and (
+                slot.backlog or (slot.engine.pending and kind == "control" and body["type"] not in _NOT_HELD)):
+            slot.backlog.append(value)  # applied once the buckets before it are scored
+            return self._out
+        self._apply(slot, job_id, kind, body)
+        return self._out
+
+    def _apply(self, slot: JobSlot, job_id: str, kind: str, body) -> None:
         if kind == "data":
             self._data(slot, job_id, body)
         elif kind == "sourced":  # one forwarded event (work logs written before batches)
@@ -122,9 +164,27 @@ class JobProcessor:
             slot.dirty += max(len(events) - 1, 0)
         elif kind == "control":
             self._control(slot, job_id, body)
-        slot.next_offset = offset + 1
-        slot.dirty += 1
-        return self._out
+
+    def _reply(self, slot: JobSlot, job_id: str, body) -> None:
+        """A shard's answer: score what it completes, then apply what was held behind it."""
+        head, blob = body
+        engine = slot.engine
+        if engine is None or not engine.remote or head.get("i") != engine.incarnation:
+            return  # for a deleted incarnation of the job
+        for token in engine.take_reply(int(head["s"]), int(head["q"]), blob):
+            self._token(slot, job_id, token)
+        while slot.backlog and slot.engine is not None and not slot.engine.pending:
+            value = slot.backlog.pop(0)
+            self._apply(slot, job_id, *envelope.decode(value))
+
+    def _after(self, slot: JobSlot, job_id: str, token: str) -> None:
+        """Do `token` once the engine's pending model replies are in (now if none is)."""
+        if slot.engine.defer(token):
+            self._token(slot, job_id, token)
+
+    def _token(self, slot: JobSlot, job_id: str, token: str) -> None:
+        if token == "stats":
+            self._stats(slot, job_id)
 
     def _sourced(self, slot: JobSlot, job_id: str, where: str, events) -> None:
         """Forwarded events of one input partition, each applied once: a position at or below the
@@ -158,7 +218,10 @@ class JobProcessor:
                 filters, calendars = _context(cmd)
                 if slot.engine is None:
                     slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter,
-                                            filters=filters, calendars=calendars)
+                                            filters=filters, calendars=calendars, shards=max(self.shards, 1),
+                                            remote=self.shards > 0, incarnation=f"{job_id}@{slot.next_offset - 1}")
+                    if self.shards > 0:
+                        self._connect(slot, job_id)
                 else:
                     job = Job.from_dict(cmd["job"])
                     if job.to_dict() != slot.engine.job.to_dict():  # updated (`_update`) while closed
@@ -203,7 +266,7 @@ class JobProcessor:
         elif kind == "flush":
             slot.engine.flush(calc_interim=bool(cmd.get("calc_interim")), advance_time=cmd.get("advance_time"),
                               skip_time=cmd.get("skip_time"))
-            self._stats(slot, job_id)
+            self._after(slot, job_id, "stats")
         elif kind == "close":
             if not slot.closed:
                 # finish first: it flushes a datafeed aggregation's last summary into its bucket
@@ -211,12 +274,13 @@ class JobProcessor:
                 if slot.datafeed_end_ms is not None:
                     slot.engine.flush(advance_time=slot.datafeed_end_ms / 1000.0)
                 slot.closed = True
-            self._stats(slot, job_id)
+            self._after(slot, job_id, "stats")
         elif kind == "stats":
-            self._stats(slot, job_id)
+            self._after(slot, job_id, "stats")
         elif kind == "delete":
             # a job created again under this id starts from nothing: positions and range too
             slot.engine = None
+            slot.backlog = []
             slot.closed = True
             slot.sources = {}
             slot.datafeed_start_ms = slot.datafeed_end_ms = slot.run = None
@@ -224,8 +288,8 @@ class JobProcessor:
     def stats_outputs(self, job_id: str) -> list[Output]:
         """data_counts and model_size_stats documents of a job as they are now."""
         slot = self.slots.get(job_id)
-        if slot is None or slot.engine is None:
-            return []
+        if slot is None or slot.engine is None or slot.engine.pending:
+            return []  # (while model replies are pending the counts are not those of a finished step)
         saved, self._out = self._out, []
         self._stats(slot, job_id)
         out, self._out = self._out, saved

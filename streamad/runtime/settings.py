@@ -19,6 +19,7 @@ class Settings:
     # in a busy loop (measured: 70-80 % of a core on an idle worker).
     input_topics: str = "streamad-events"
     work_topic: str = "streamad-work"
+    shards_topic: str = "streamad-shards"  # internal: a job's models by partition value (`partitions` shards)
     jobs_topic: str = "streamad-jobs"
     results_topic: str = "streamad-results"
     annotations_topic: str = "streamad-annotations"
