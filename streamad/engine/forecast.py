@@ -46,7 +46,7 @@ def forecast_docs(engine, req: ForecastRequest) -> list[dict]:
     span = engine.span
     stats = {"job_id": jid, "result_type": "model_forecast_request_stats", "forecast_id": req.forecast_id,
              "processed_record_count": 0}
-    firsts = [d.first_time for d in engine.detectors if d.first_time is not None]
+    firsts = [t for t in engine.first_times if t is not None]
     reason = unsupported_reason(job)
     if reason is None and (engine.last_final_end is None or not firsts):
         reason = "Cannot run forecast: the job has not seen a full bucket of data yet"
@@ -56,8 +56,9 @@ def forecast_docs(engine, req: ForecastRequest) -> list[dict]:
         history = start - int(min(firsts))
         end = start + min(int(req.duration_s), max(history, span))
         times = np.arange(start, end, span, dtype=np.int64)
-        for det in engine.detectors:
-            docs.extend(_detector_docs(det, jid, span, req.forecast_id, times))
+        # the shards project their series; the columns come merged in series-key order
+        for det, columns in zip(engine.gatherers, engine.forecast_columns(times)):
+            docs.extend(_detector_docs(det, columns, jid, span, req.forecast_id, times))
     stats["processed_record_count"] = len(docs)
     if reason is not None:
         stats["forecast_messages"] = [reason]
@@ -78,19 +79,19 @@ def forecast_docs(engine, req: ForecastRequest) -> list[dict]:
     return docs
 
 
-def _detector_docs(det, jid: str, span: int, forecast_id: str, times: np.ndarray) -> list[dict]:
+def _detector_docs(det, columns: list, jid: str, span: int, forecast_id: str, times: np.ndarray) -> list[dict]:
+    """det: the detector's (gathering) state, for its config; columns: per feature, (series keys in
+    key order, pred, lower, upper) or None."""
     out: list[dict] = []
     spec = det.det
     for f, (feature, _side) in enumerate(det.feature_sides):
-        series = det.forecast_series(f)
-        if not series or not len(times):
+        if columns[f] is None or not len(times):
             continue
-        rows = np.asarray([row for _key, row in series], dtype=np.int64)
-        pred, lower, upper = det.banks[f].forecast(rows, times.astype(np.float64))
+        keys, pred, lower, upper = columns[f]
         name = feature if det.statistic == "metric" else det.description
         for i, t in enumerate(times):
             ts = int(t) * 1000
-            for j, (key, _row) in enumerate(series):
+            for j, key in enumerate(keys):
                 part, by, _over = key
                 doc: dict = {"job_id": jid, "forecast_id": forecast_id, "result_type": "model_forecast",
                              "bucket_span": span, "detector_index": spec.detector_index, "timestamp": ts}

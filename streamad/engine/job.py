@@ -5,13 +5,22 @@ time, drops out-of-order events (counted), keeps buckets open for `latency`, and
 bucket whose end + latency has passed: detectors model and score it, the scorer writes bucket,
 record and influencer documents, model plot and model-change annotations. Pure and deterministic:
 the same events give the same documents, byte for byte.
+
+The engine is a frontend over N shards (`shard.PartitionEngine`, `shards=N`, default 1): the frontend
+gathers, and at bucket close `bucket_requests` splits each detector's gather dict by the shard of
+its series' partition value (`shard.shard_of`) into one `CloseRequest` per shard that has ever had a
+series; each shard models and scores its part (`PartitionEngine.close` -> `CloseReply`), and
+`bucket_replies` merges the replies in series-key order and scores the bucket as one. The output
+does not depend on N.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
@@ -24,6 +33,15 @@ from streamad.engine import ids
 from streamad.engine.detector import DetectorState
 from streamad.engine.forecast import ForecastRequest, forecast_docs
 from streamad.engine.scorer import JobScorer, _r
+from streamad.engine.shard import (
+    CloseReply,
+    CloseRequest,
+    PartitionEngine,
+    merge_batches,
+    merge_events,
+    merge_forecast,
+    shard_of,
+)
 from streamad.ingest.counts import DataCounts
 from streamad.ingest.fields import MISSING, FieldGetter
 from streamad.ingest.timeparse import TimeParser
@@ -60,13 +78,25 @@ def check_filters(job: Job, filters: dict[str, Filter]) -> None:
                         f"streamad run --filters)")
 
 
+@dataclass
+class BucketClose:
+    """A bucket close between its requests and its replies (frontend side)."""
+
+    start: int
+    interim: bool
+    event_count: float
+    scheduled: list  # the calendars' scheduled events in the bucket, in document order
+    requests: list  # [(shard index, CloseRequest)], one per shard that has ever had a series
+
+
 class JobEngine:
     # end of the bucket of the first record when latency moved the first bucket boundary back; empty
     # buckets before the earliest record's bucket are then not reported (class default: old snapshots)
     _lead_end: int | None = None
 
     def __init__(self, job: Job, emit: Emit, dead_letter: DeadLetter | None = None, *,
-                 filters: dict[str, Filter] | None = None, calendars: tuple[Calendar, ...] = ()):
+                 filters: dict[str, Filter] | None = None, calendars: tuple[Calendar, ...] = (),
+                 shards: int = 1, wire: bool = False):
         self.job = job
         self.emit = emit
         self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
@@ -79,7 +109,16 @@ class JobEngine:
         self.time_parser = TimeParser(job.data_description.time_format)
         summary = job.analysis_config.summary_count_field_name
         self.summary = FieldGetter(summary) if summary else None
-        self.detectors = [DetectorState(job, d) for d in job.detectors]
+        # gathering (key_of, accumulators) reads only the detector config: the models live in the shards
+        self.gatherers = [DetectorState(job, d) for d in job.detectors]
+        self.n_shards = max(1, int(shards))
+        self.shards = [PartitionEngine(job, i, self.n_shards) for i in range(self.n_shards)]
+        self.active = [0] if self.n_shards == 1 else []  # shards that have had a series (called every close)
+        self.wire = wire  # serialize every request and reply (what a topic between them would do)
+        self.first_times: list[float | None] = [None] * len(job.detectors)  # first bucket with data
+        self.close_seq = 0
+        self.shard_sizes: dict[int, tuple[list, list]] = {}  # shard -> (series, model bytes) per detector
+        self._part_shard: dict[str, int] = {}
         self.analysis_fields = sorted({f for d in job.detectors for f in
                                        (d.field_name, d.by_field_name, d.over_field_name, d.partition_field_name)
                                        if f})
@@ -122,8 +161,10 @@ class JobEngine:
         if feed_changed:
             self._set_datafeed(job)
         self.use_context(filters, self.calendars if calendars is None else calendars)
-        for state, det in zip(self.detectors, job.detectors):
+        for state, det in zip(self.gatherers, job.detectors):
             state.job, state.det = job, det
+        for shard in self.shards:
+            shard.update_job(job)
         self.plot = job.model_plot_config is not None and job.model_plot_config.enabled
         self.plot_terms = set(job.model_plot_config.terms) if job.model_plot_config else set()
         self.annotations = job.model_plot_config is not None and job.model_plot_config.annotations_enabled
@@ -138,7 +179,7 @@ class JobEngine:
 
     # ------------------------------------------------------------------ state
     # Callbacks and compiled queries are rebuilt from the job on restore, never stored.
-    _TRANSIENT = ("emit", "dead_letter", "query")
+    _TRANSIENT = ("emit", "dead_letter", "query", "_part_shard")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -147,7 +188,14 @@ class JobEngine:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        if "shards" not in state:  # a snapshot from before shards: its detectors become shard 0 of 1
+            dets = state.pop("detectors")
+            job = state["job"]
+            state.update(gatherers=[DetectorState(job, d) for d in job.detectors], n_shards=1,
+                         shards=[PartitionEngine(job, 0, 1, dets)], active=[0], wire=False,
+                         first_times=[d.first_time for d in dets], close_seq=0, shard_sizes={})
         self.__dict__.update(state)
+        self._part_shard = {}
         self.emit = _no_emit
         self.dead_letter = _no_dead_letter
         feed = self.job.datafeed_config
@@ -271,14 +319,14 @@ class JobEngine:
         start = int(math.floor(t / span)) * span
         slot = self.open.get(start)
         if slot is None:
-            slot = self.open[start] = [[{} for _ in self.detectors], 0.0]
+            slot = self.open[start] = [[{} for _ in self.gatherers], 0.0]
         missing = 0
         for getter in self.analysis_getters:
             v = getter(doc)
             if v is MISSING or v is None:
                 missing += 1
         used = False
-        for det, bucket in zip(self.detectors, slot[0]):
+        for det, bucket in zip(self.gatherers, slot[0]):
             used = det.gather(bucket, doc, t, count) or used
         slot[1] += count
         # Elastic: analysis fields per record less the missing ones; the time field is not counted
@@ -341,67 +389,112 @@ class JobEngine:
         self._bucket(start, interim=False)
         self.open.pop(start, None)
 
-    def _rule_eval(self, det: DetectorState, key, x: float, t: int, phase: str, typical: float | None = None):
-        hit_update = False
-        hit_result = False
-        values = {det.det.partition_field_name: key[0], det.det.by_field_name: key[1], det.det.over_field_name: key[2]}
-        for rule in det.det.custom_rules:
-            if phase == "update" and not rule.skip_model_update:
-                continue
-            if phase == "result" and not rule.skip_result:
-                continue
-            if not rule.in_scope(values, self.filters):
-                continue
-            ok = True
-            for c in rule.conditions:
-                if c.applies_to == "actual":
-                    ok = c.holds(x)
-                elif c.applies_to == "time":
-                    ok = c.holds(float(t))
-                elif typical is None:
-                    ok = False
-                elif c.applies_to == "typical":
-                    ok = c.holds(typical)
-                else:
-                    ok = c.holds(abs(x - typical))
-                if not ok:
-                    break
-            if ok:
-                if phase == "update":
-                    hit_update = True
-                else:
-                    hit_result = True
-        return hit_update if phase == "update" else hit_result
+    @property
+    def detectors(self) -> list[DetectorState]:
+        """The per-detector model states of a one-shard engine (a sharded engine keeps them in its shards)."""
+        if self.n_shards != 1:
+            raise AttributeError("a sharded engine keeps its detector states in its shards")
+        return self.shards[0].detectors
+
+    def shard_of(self, partition_value: str | None) -> int:
+        """The shard that models a partition value's series (None, no partition field: shard 0)."""
+        return shard_of(partition_value, self.n_shards)
 
     def _bucket(self, start: int, interim: bool) -> None:
+        close = self.bucket_requests(start, interim)
+        self.bucket_replies(close, [self._call(i, req) for i, req in close.requests])
+
+    def _call(self, i: int, req: CloseRequest) -> CloseReply:
+        """A shard's reply to a request, in process (through bytes both ways when `wire`)."""
+        shard = self.shards[i]
+        if self.wire:
+            return CloseReply.from_bytes(shard.close(CloseRequest.from_bytes(req.to_bytes())).to_bytes())
+        return shard.close(req)
+
+    def bucket_requests(self, start: int, interim: bool) -> BucketClose:
+        """Close the bucket at `start`, first half: one request per shard that has ever had a series
+        (every one, so that count functions see 0 for known series of an empty bucket)."""
         slot = self.open.get(start)
-        buckets = slot[0] if slot else [{} for _ in self.detectors]
+        buckets = slot[0] if slot else [{} for _ in self.gatherers]
         event_count = slot[1] if slot else 0.0
         t_ms = start * 1000
         # Elastic widens each scheduled event to whole buckets (start floored, end ceiled to the span)
         scheduled = sorted((ev for cal in self.calendars for ev in cal.events_in_bucket(t_ms, self.span * 1000)),
                            key=lambda ev: (ev.start_ms, ev.end_ms, ev.description))
+        ndet = len(self.gatherers)
+        first_times = self.first_times
+        for d, bucket in enumerate(buckets):
+            if bucket and first_times[d] is None:
+                first_times[d] = float(start)
+        n = self.n_shards
+        if n == 1:
+            per_shard = {0: buckets}
+        else:
+            per_shard = {}
+            cache = self._part_shard
+            for d, (g, bucket) in enumerate(zip(self.gatherers, buckets)):
+                if not bucket:
+                    continue
+                if g.partition is None:
+                    per_shard.setdefault(0, [None] * ndet)[d] = bucket
+                    continue
+                split: dict[int, dict] = {}
+                for key, acc in bucket.items():
+                    s = cache.get(key[0])
+                    if s is None:
+                        s = cache[key[0]] = shard_of(key[0], n)
+                    sub = split.get(s)
+                    if sub is None:
+                        sub = split[s] = {}
+                    sub[key] = acc
+                for s, sub in split.items():
+                    per_shard.setdefault(s, [None] * ndet)[d] = sub
+            for s in per_shard:
+                if s not in self.active:
+                    bisect.insort(self.active, s)
+        rules = filters = None
+        if self.has_rules:
+            rules = tuple(det.custom_rules for det in self.job.detectors)
+            named = {scope.filter_id for det in self.job.detectors for rule in det.custom_rules
+                     for scope in rule.scope}
+            filters = {fid: self.filters[fid] for fid in sorted(named)}
+        skip_update = any(ev.skip_model_update for ev in scheduled)
+        pop_events = not interim and self.annotations
+        seq = self.close_seq
+        self.close_seq += 1
+        requests = []
+        for s in self.active:
+            requests.append((s, CloseRequest(seq, start, interim, per_shard.get(s) or [None] * ndet, list(first_times),
+                                             skip_update, rules, filters, pop_events)))
+        return BucketClose(start, interim, event_count, scheduled, requests)
+
+    def bucket_replies(self, close: BucketClose, replies: list[CloseReply]) -> None:
+        """Close a bucket, second half: merge the shards' replies (any order) in series-key order,
+        score, and emit the bucket's documents."""
+        start, interim = close.start, close.interim
+        t_ms = start * 1000
+        scheduled = close.scheduled
         skip_result = any(ev.skip_result for ev in scheduled)
+        for r in replies:
+            self.shard_sizes[r.shard] = (r.series, r.model_bytes)
         batches = []
-        rule_eval = self._rule_eval if self.has_rules else None
-        if any(ev.skip_model_update for ev in scheduled):
-            rule_eval = _skipping_model_update(rule_eval)
-        for det, bucket in zip(self.detectors, buckets):
-            batch = det.close(start, bucket, interim, rule_eval)
-            if batch is None:
+        for d, det in enumerate(self.job.detectors):
+            parts = [r.batches[d] for r in replies if r.batches[d] is not None]
+            if not parts:
                 continue
+            batch = merge_batches(det, parts)
             if skip_result:
                 batch.skip_all()
             batches.append(batch)
         if not interim:
-            self.counts.bucket(t_ms, empty=event_count == 0, sparse=False)
-        docs = self.scorer.score_bucket(start, batches, event_count, interim)
+            self.counts.bucket(t_ms, empty=close.event_count == 0, sparse=False)
+        docs = self.scorer.score_bucket(start, batches, close.event_count, interim)
         if scheduled:
             docs[0]["scheduled_events"] = [ev.description for ev in scheduled]
         if self.plot and not interim:
             docs.extend(self._model_plot(start, [lf for b in batches if b.plot for lf in b.leaves()], interim))
         if not interim and self.annotations:
-            docs.extend(self._annotations(start))
+            docs.extend(self._annotations(start, replies))
         for doc in docs:
             self.emit(doc)
         if not interim:
@@ -442,11 +535,11 @@ class JobEngine:
             out.append(doc)
         return out
 
-    def _annotations(self, start: int) -> list[dict]:
+    def _annotations(self, start: int, replies: list[CloseReply]) -> list[dict]:
         out = []
         jid = self.job.job_id
-        for det in self.detectors:
-            for key, ev in det.pop_events():
+        for d, det in enumerate(self.gatherers):
+            for _f, _order, key, ev in merge_events([r.events[d] for r in replies]):
                 text = ("Detected a level shift" if ev.kind == "level_shift"
                         else "Detected daily seasonality")
                 doc = {"annotation": text, "create_time": ev.time * 1000, "create_username": "_xpack",
@@ -465,11 +558,24 @@ class JobEngine:
                 out.append(doc)
         return out
 
+    def forecast_columns(self, times) -> list[list]:
+        """Per detector, per feature: (series keys in key order, pred, lower, upper) over every shard."""
+        parts = [self.shards[i].forecast(times) for i in self.active]
+        return [[merge_forecast([p[d][f] for p in parts]) for f in range(len(g.feature_sides))]
+                for d, g in enumerate(self.gatherers)]
+
     def model_size_stats(self) -> dict:
-        by_count = sum(len({k[1] for k in d.known}) for d in self.detectors if d.det.by_field_name)
-        over_count = sum(len({k[2] for k in d.known}) for d in self.detectors if d.det.over_field_name)
-        part_count = sum(len({k[0] for k in d.known}) for d in self.detectors if d.det.partition_field_name)
-        model_bytes = sum(d.model_bytes() for d in self.detectors)
+        stats = [self.shards[i].size_stats() for i in self.active]  # per shard, per detector
+        by_count = over_count = part_count = model_bytes = 0
+        for d, g in enumerate(self.gatherers):
+            det = g.det
+            if det.by_field_name:
+                by_count += len(set().union(*(s[d][0] for s in stats)))
+            if det.over_field_name:
+                over_count += len(set().union(*(s[d][1] for s in stats)))
+            if det.partition_field_name:
+                part_count += len(set().union(*(s[d][2] for s in stats)))
+            model_bytes += sum(s[d][3] for s in stats)
         limit = self.job.model_memory_limit_bytes
         status = "hard_limit" if model_bytes > limit else "soft_limit" if model_bytes > 0.6 * limit else "ok"
         return {"job_id": self.job.job_id, "result_type": "model_size_stats", "model_bytes": model_bytes,
@@ -477,15 +583,6 @@ class JobEngine:
                 "total_by_field_count": by_count, "total_over_field_count": over_count,
                 "total_partition_field_count": part_count, "bucket_allocation_failures_count": 0,
                 "memory_status": status, "timestamp": (self.last_final_end or 0) * 1000}
-
-
-def _skipping_model_update(rule_eval):
-    """A rule evaluator that also skips every model update (a scheduled event with skip_model_update)."""
-    def evaluate(det, key, x, t, phase, typical=None):
-        if phase == "update":
-            return True
-        return rule_eval is not None and rule_eval(det, key, x, t, phase, typical)
-    return evaluate
 
 
 def _key(lf):
