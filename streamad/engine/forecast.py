@@ -39,33 +39,45 @@ def unsupported_reason(job) -> str | None:
     return None
 
 
-def forecast_docs(engine, req: ForecastRequest) -> list[dict]:
-    """The forecast documents of a job engine for one request (request stats last)."""
+def forecast_plan(engine, req: ForecastRequest) -> tuple:
+    """What a forecast asked now covers: (future bucket times or None, why it cannot run or None,
+    the job's latest record time or None)."""
+    firsts = [t for t in engine.first_times if t is not None]
+    reason = unsupported_reason(engine.job)
+    if reason is None and (engine.last_final_end is None or not firsts):
+        reason = "Cannot run forecast: the job has not seen a full bucket of data yet"
+    if reason is not None:
+        return None, reason, engine.latest_time
+    span = engine.span
+    start = int(engine.last_final_end)
+    history = start - int(min(firsts))
+    end = start + min(int(req.duration_s), max(history, span))
+    return np.arange(start, end, span, dtype=np.int64), None, engine.latest_time
+
+
+def forecast_docs(engine, req: ForecastRequest, plan: tuple | None = None, columns: list | None = None) -> list[dict]:
+    """The forecast documents of a job engine for one request (request stats last). `plan` and
+    `columns` come from the time the forecast was asked when its shards answered later."""
     job = engine.job
     jid = job.job_id
     span = engine.span
     stats = {"job_id": jid, "result_type": "model_forecast_request_stats", "forecast_id": req.forecast_id,
              "processed_record_count": 0}
-    firsts = [t for t in engine.first_times if t is not None]
-    reason = unsupported_reason(job)
-    if reason is None and (engine.last_final_end is None or not firsts):
-        reason = "Cannot run forecast: the job has not seen a full bucket of data yet"
+    times, reason, latest_time = plan if plan is not None else forecast_plan(engine, req)
     docs: list[dict] = []
     if reason is None:
-        start = int(engine.last_final_end)
-        history = start - int(min(firsts))
-        end = start + min(int(req.duration_s), max(history, span))
-        times = np.arange(start, end, span, dtype=np.int64)
         # the shards project their series; the columns come merged in series-key order
-        for det, columns in zip(engine.gatherers, engine.forecast_columns(times)):
-            docs.extend(_detector_docs(det, columns, jid, span, req.forecast_id, times))
+        if columns is None:
+            columns = engine.forecast_columns(times)
+        for det, cols in zip(engine.gatherers, columns):
+            docs.extend(_detector_docs(det, cols, jid, span, req.forecast_id, times))
     stats["processed_record_count"] = len(docs)
     if reason is not None:
         stats["forecast_messages"] = [reason]
-    if engine.latest_time is not None:
-        stats["timestamp"] = int(math.floor(engine.latest_time)) * 1000
+    if latest_time is not None:
+        stats["timestamp"] = int(math.floor(latest_time)) * 1000
     if reason is None:
-        stats["forecast_start_timestamp"] = int(engine.last_final_end) * 1000
+        stats["forecast_start_timestamp"] = int(times[0]) * 1000
         stats["forecast_end_timestamp"] = (int(times[-1]) + span) * 1000 if len(times) else stats[
             "forecast_start_timestamp"]
     stats["forecast_create_timestamp"] = req.create_ms

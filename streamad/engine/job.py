@@ -20,8 +20,9 @@ import bisect
 import math
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from streamad.config.errors import ConfigError
@@ -31,7 +32,7 @@ from streamad.datafeed.aggregation import DatafeedAggregator
 from streamad.datafeed.query import compile_query
 from streamad.engine import ids
 from streamad.engine.detector import DetectorState
-from streamad.engine.forecast import ForecastRequest, forecast_docs
+from streamad.engine.forecast import ForecastRequest, forecast_docs, forecast_plan
 from streamad.engine.scorer import JobScorer, _r
 from streamad.engine.shard import (
     CloseReply,
@@ -87,6 +88,28 @@ class BucketClose:
     event_count: float
     scheduled: list  # the calendars' scheduled events in the bucket, in document order
     requests: list  # [(shard index, CloseRequest)], one per shard that has ever had a series
+    replies: dict = field(default_factory=dict)  # remote shards: shard -> CloseReply received so far
+
+    @property
+    def seq(self) -> int | None:
+        return self.requests[0][1].seq if self.requests else None
+
+    def complete(self) -> bool:
+        return len(self.replies) == len(self.requests)
+
+
+@dataclass
+class ForecastWait:
+    """A forecast between its requests to remote shards and their projections."""
+
+    seq: int
+    request: ForecastRequest
+    plan: tuple  # (times or None, reason or None), fixed when the forecast was asked
+    shards: list
+    replies: dict = field(default_factory=dict)  # shard -> per detector, per feature columns
+
+    def complete(self) -> bool:
+        return len(self.replies) == len(self.shards)
 
 
 class JobEngine:
@@ -96,7 +119,7 @@ class JobEngine:
 
     def __init__(self, job: Job, emit: Emit, dead_letter: DeadLetter | None = None, *,
                  filters: dict[str, Filter] | None = None, calendars: tuple[Calendar, ...] = (),
-                 shards: int = 1, wire: bool = False):
+                 shards: int = 1, wire: bool = False, remote: bool = False, incarnation: str = ""):
         self.job = job
         self.emit = emit
         self.dead_letter = dead_letter or (lambda raw, job_id, reason: None)
@@ -112,9 +135,17 @@ class JobEngine:
         # gathering (key_of, accumulators) reads only the detector config: the models live in the shards
         self.gatherers = [DetectorState(job, d) for d in job.detectors]
         self.n_shards = max(1, int(shards))
-        self.shards = [PartitionEngine(job, i, self.n_shards) for i in range(self.n_shards)]
+        # remote: the shards live elsewhere (a worker's shards topic); requests go out through the
+        # callback `connect` gives, replies come back through `take_reply`, and what they complete
+        # is scored strictly in order (`_queue`: closes, forecasts and deferred steps)
+        self.remote = remote
+        self.incarnation = incarnation  # tells the shards of a job created again under its id apart
+        self.shards = [] if remote else [PartitionEngine(job, i, self.n_shards) for i in range(self.n_shards)]
         self.active = [0] if self.n_shards == 1 else []  # shards that have had a series (called every close)
         self.wire = wire  # serialize every request and reply (what a topic between them would do)
+        self._queue: list = []  # remote: BucketClose | ForecastWait | step name, oldest first
+        self._steps: list[str] = []  # remote: deferred steps reached, for the caller (`take_steps`)
+        self.send = None
         self.first_times: list[float | None] = [None] * len(job.detectors)  # first bucket with data
         self.close_seq = 0
         self.shard_sizes: dict[int, tuple[list, list]] = {}  # shard -> (series, model bytes) per detector
@@ -173,13 +204,24 @@ class JobEngine:
         self.scorer.window_s = job.renormalization_window_s
 
     def forecast(self, request: ForecastRequest) -> None:
-        """Emit a forecast's documents (the models are read, never changed)."""
-        for doc in forecast_docs(self, request):
-            self.emit(doc)
+        """Emit a forecast's documents (the models are read, never changed). Remote shards project
+        their series when the request reaches them, after the buckets closed before it."""
+        if not self.remote:
+            for doc in forecast_docs(self, request):
+                self.emit(doc)
+            return
+        plan = forecast_plan(self, request)
+        shards = list(self.active) if plan[0] is not None else []
+        wait = ForecastWait(self.close_seq, request, plan, shards)
+        self.close_seq += 1  # the shards see closes and forecasts as one sequence
+        self._queue.append(wait)
+        for i in shards:
+            self.send(i, "forecast", wait.seq, np.asarray(plan[0], dtype=np.int64).tobytes())
+        self._drain()
 
     # ------------------------------------------------------------------ state
     # Callbacks and compiled queries are rebuilt from the job on restore, never stored.
-    _TRANSIENT = ("emit", "dead_letter", "query", "_part_shard")
+    _TRANSIENT = ("emit", "dead_letter", "query", "_part_shard", "send")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -194,7 +236,12 @@ class JobEngine:
             state.update(gatherers=[DetectorState(job, d) for d in job.detectors], n_shards=1,
                          shards=[PartitionEngine(job, 0, 1, dets)], active=[0], wire=False,
                          first_times=[d.first_time for d in dets], close_seq=0, shard_sizes={})
+        state.setdefault("remote", False)
+        state.setdefault("incarnation", "")
+        state.setdefault("_queue", [])
+        state.setdefault("_steps", [])
         self.__dict__.update(state)
+        self.send = None
         self._part_shard = {}
         self.emit = _no_emit
         self.dead_letter = _no_dead_letter
@@ -378,7 +425,8 @@ class JobEngine:
         if self.open:
             last = max(self.open)
             self.advance(last + self.span + self.latency)
-        self.renormalize()
+        if self.defer("renormalize"):
+            self.renormalize()
 
     # ------------------------------------------------------------------ buckets
     def _finalize(self, start: int) -> None:
@@ -402,7 +450,82 @@ class JobEngine:
 
     def _bucket(self, start: int, interim: bool) -> None:
         close = self.bucket_requests(start, interim)
+        if self.remote:
+            self._queue.append(close)
+            for i, req in close.requests:
+                self.send(i, "close", req.seq, req.to_bytes())
+            self._drain()
+            return
         self.bucket_replies(close, [self._call(i, req) for i, req in close.requests])
+
+    # ------------------------------------------------------------------ remote shards
+    def connect(self, send) -> None:
+        """Where a remote engine's shard requests go: `send(shard, kind, seq, body)`, kind "close"
+        (body: a CloseRequest) or "forecast" (body: the times, int64)."""
+        self.send = send
+
+    @property
+    def pending(self) -> bool:
+        """True while requests sent to remote shards wait for replies."""
+        return bool(self._queue)
+
+    @property
+    def scored_seq(self) -> int:
+        """Every request up to this sequence number has been answered and used."""
+        for item in self._queue:
+            seq = item.seq if not isinstance(item, str) else None
+            if seq is not None:
+                return seq - 1
+        return self.close_seq - 1
+
+    def defer(self, step: str) -> bool:
+        """True if nothing is pending (do `step` now); else `step` waits in line behind what is
+        (`take_steps` hands it back when reached; "renormalize" the engine does itself)."""
+        if not self._queue:
+            return True
+        self._queue.append(step)
+        return False
+
+    def take_steps(self) -> list[str]:
+        steps, self._steps = self._steps, []
+        return steps
+
+    def take_reply(self, shard: int, seq: int, blob: bytes) -> None:
+        """A remote shard's reply; a duplicate (a replayed request) or one nothing waits for is ignored."""
+        for item in self._queue:
+            if isinstance(item, str) or item.seq != seq:
+                continue
+            if isinstance(item, BucketClose):
+                if shard not in item.replies and any(i == shard for i, _ in item.requests):
+                    item.replies[shard] = CloseReply.from_bytes(blob)
+            elif shard not in item.replies and shard in item.shards:
+                item.replies[shard] = pickle.loads(blob)
+            break
+        self._drain()
+
+    def _drain(self) -> None:
+        """Score, in order, what the replies have completed."""
+        while self._queue:
+            item = self._queue[0]
+            if isinstance(item, str):
+                self._queue.pop(0)
+                if item == "renormalize":
+                    self.renormalize()
+                else:
+                    self._steps.append(item)
+            elif item.complete():
+                self._queue.pop(0)
+                if isinstance(item, BucketClose):
+                    self.bucket_replies(item, [item.replies[i] for i, _ in item.requests])
+                else:
+                    columns = None
+                    if item.plan[0] is not None:
+                        parts = [item.replies[i] for i in item.shards]
+                        columns = merge_columns(parts, self.gatherers)
+                    for doc in forecast_docs(self, item.request, item.plan, columns):
+                        self.emit(doc)
+            else:
+                return
 
     def _call(self, i: int, req: CloseRequest) -> CloseReply:
         """A shard's reply to a request, in process (through bytes both ways when `wire`)."""
@@ -476,7 +599,7 @@ class JobEngine:
         scheduled = close.scheduled
         skip_result = any(ev.skip_result for ev in scheduled)
         for r in replies:
-            self.shard_sizes[r.shard] = (r.series, r.model_bytes)
+            self.shard_sizes[r.shard] = (r.series, r.model_bytes, r.sizes)
         batches = []
         for d, det in enumerate(self.job.detectors):
             parts = [r.batches[d] for r in replies if r.batches[d] is not None]
@@ -560,22 +683,29 @@ class JobEngine:
 
     def forecast_columns(self, times) -> list[list]:
         """Per detector, per feature: (series keys in key order, pred, lower, upper) over every shard."""
-        parts = [self.shards[i].forecast(times) for i in self.active]
-        return [[merge_forecast([p[d][f] for p in parts]) for f in range(len(g.feature_sides))]
-                for d, g in enumerate(self.gatherers)]
+        return merge_columns([self.shards[i].forecast(times) for i in self.active], self.gatherers)
 
     def model_size_stats(self) -> dict:
-        stats = [self.shards[i].size_stats() for i in self.active]  # per shard, per detector
+        """Elastic's model_size_stats; by, over and partition counts per partition value, summed
+        (`PartitionEngine.size_counts`). Remote shards' figures are those of their latest replies."""
+        if self.remote:
+            stats = [(self.shard_sizes[i][2], self.shard_sizes[i][1]) for i in self.active if i in self.shard_sizes]
+        else:
+            stats = [(self.shards[i].size_counts(), [st.model_bytes() for st in self.shards[i].detectors])
+                     for i in self.active]
         by_count = over_count = part_count = model_bytes = 0
         for d, g in enumerate(self.gatherers):
             det = g.det
-            if det.by_field_name:
-                by_count += len(set().union(*(s[d][0] for s in stats)))
-            if det.over_field_name:
-                over_count += len(set().union(*(s[d][1] for s in stats)))
-            if det.partition_field_name:
-                part_count += len(set().union(*(s[d][2] for s in stats)))
-            model_bytes += sum(s[d][3] for s in stats)
+            for counts, sizes in stats:
+                if not counts:
+                    continue
+                if det.by_field_name:
+                    by_count += counts[d][0]
+                if det.over_field_name:
+                    over_count += counts[d][1]
+                if det.partition_field_name:
+                    part_count += counts[d][2]
+                model_bytes += sizes[d]
         limit = self.job.model_memory_limit_bytes
         status = "hard_limit" if model_bytes > limit else "soft_limit" if model_bytes > 0.6 * limit else "ok"
         return {"job_id": self.job.job_id, "result_type": "model_size_stats", "model_bytes": model_bytes,
@@ -583,6 +713,12 @@ class JobEngine:
                 "total_by_field_count": by_count, "total_over_field_count": over_count,
                 "total_partition_field_count": part_count, "bucket_allocation_failures_count": 0,
                 "memory_status": status, "timestamp": (self.last_final_end or 0) * 1000}
+
+
+def merge_columns(parts: list, gatherers) -> list[list]:
+    """Per detector, per feature: the shards' forecast columns merged in series-key order."""
+    return [[merge_forecast([p[d][f] for p in parts]) for f in range(len(g.feature_sides))]
+            for d, g in enumerate(gatherers)]
 
 
 def _key(lf):

@@ -80,10 +80,13 @@ class CloseReply:
     events: list = field(default_factory=list)
     series: list = field(default_factory=list)  # per detector: modelled series (bank rows in use)
     model_bytes: list = field(default_factory=list)  # per detector
+    # per detector: known (partition, by) pairs, (partition, over) pairs and partition values
+    # (`PartitionEngine.size_counts`); they add up across shards
+    sizes: list = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         compact = CloseReply(self.seq, self.shard, [None if b is None else compact_batch(b) for b in self.batches],
-                             self.events, self.series, self.model_bytes)
+                             self.events, self.series, self.model_bytes, self.sizes)
         return pickle.dumps(compact, protocol=5)
 
     @classmethod
@@ -265,7 +268,7 @@ class PartitionEngine:
         self.last_seq = req.seq
         return CloseReply(req.seq, self.index, batches, events,
                           [state.series_count() for state in self.detectors],
-                          [state.model_bytes() for state in self.detectors])
+                          [state.model_bytes() for state in self.detectors], self.size_counts())
 
     def _events(self, d: int) -> list:
         state = self.detectors[d]
@@ -291,12 +294,24 @@ class PartitionEngine:
         return out
 
     # ------------------------------------------------------------------ reads
-    def size_stats(self) -> list[tuple[set, set, set, int]]:
-        """Per detector: the by, over and partition values of its known series, and its model bytes."""
+    def size_counts(self) -> list[tuple[int, int, int]]:
+        """Per detector: its known (partition, by) pairs, (partition, over) pairs and partition values.
+
+        Elastic models each partition value with its own gatherer and sums their counts in
+        model_size_stats, so a by value seen in two partitions counts twice; that is also what makes
+        the counts add up across shards (a partition value lives in one shard). Recounted only when
+        the shard's series changed."""
+        cache = self.__dict__.setdefault("_size_cache", {})
         out = []
-        for state in self.detectors:
-            known = state.known
-            out.append(({k[1] for k in known}, {k[2] for k in known}, {k[0] for k in known}, state.model_bytes()))
+        for d, state in enumerate(self.detectors):
+            n = len(state.table)
+            hit = cache.get(d)
+            if hit is None or hit[0] != n:
+                known = state.known
+                hit = cache[d] = (n, (len({(k[0], k[1]) for k in known if k[1] is not None}),
+                                      len({(k[0], k[2]) for k in known if k[2] is not None}),
+                                      len({k[0] for k in known if k[0] is not None})))
+            out.append(hit[1])
         return out
 
     def forecast(self, times: np.ndarray) -> list[list]:

@@ -151,6 +151,16 @@ class JobProcessor:
         return self._out
 
     def _apply(self, slot: JobSlot, job_id: str, kind: str, body) -> None:
+        self._apply_one(slot, job_id, kind, body)
+        self._steps(slot, job_id)
+
+    def _steps(self, slot: JobSlot, job_id: str) -> None:
+        """Run the steps (stats) that waited for model replies and are due now."""
+        if slot.engine is not None and slot.engine.remote:
+            for step in slot.engine.take_steps():
+                self._token(slot, job_id, step)
+
+    def _apply_one(self, slot: JobSlot, job_id: str, kind: str, body) -> None:
         if kind == "data":
             self._data(slot, job_id, body)
         elif kind == "sourced":  # one forwarded event (work logs written before batches)
@@ -171,8 +181,8 @@ class JobProcessor:
         engine = slot.engine
         if engine is None or not engine.remote or head.get("i") != engine.incarnation:
             return  # for a deleted incarnation of the job
-        for token in engine.take_reply(int(head["s"]), int(head["q"]), blob):
-            self._token(slot, job_id, token)
+        engine.take_reply(int(head["s"]), int(head["q"]), blob)
+        self._steps(slot, job_id)
         while slot.backlog and slot.engine is not None and not slot.engine.pending:
             value = slot.backlog.pop(0)
             self._apply(slot, job_id, *envelope.decode(value))

@@ -123,17 +123,18 @@ class Cluster:
             pass
 
 
+def _stats_doc(line: bytes) -> bool:
+    """data_counts and model_size_stats: the worker's, not `streamad run`'s."""
+    doc_id = orjson.loads(line)["_id"]
+    return doc_id.endswith("_data_counts") or doc_id.endswith("_model_size_stats")
+
+
 def _last_wins(lines: list[bytes]) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for line in lines:
-        doc = orjson.loads(line)
-        if doc.get("result_type") not in ("data_counts", "model_size_stats"):
-            out[doc["_id"]] = line
-    return out
+    return {orjson.loads(line)["_id"]: line for line in lines if not _stats_doc(line)}
 
 
-@pytest.mark.parametrize(("name", "shards", "days"), [("response_code_rates", 3, 4), ("multi", 5, 3),
-                                                      ("url_scanning", 2, 3)])
+@pytest.mark.parametrize(("name", "shards", "days"), [("response_code_rates", 3, 3), ("multi", 5, 2),
+                                                      ("url_scanning", 2, 2)])
 def test_sharded_worker_path_equals_streamad_run(name, shards, days):
     job = _job(name)
     raws = _events(days)
@@ -141,25 +142,26 @@ def test_sharded_worker_path_equals_streamad_run(name, shards, days):
     cluster = Cluster(job["job_id"], shards, seed=1)
     cluster.work = [envelope.control("open", job=job)] + [envelope.data(r) for r in raws] + [envelope.control("close")]
     cluster.run(crashes=False)
-    got = [line for line in cluster.results if orjson.loads(line).get("result_type")
-           not in ("data_counts", "model_size_stats")]
+    got = [line for line in cluster.results if not _stats_doc(line)]
     assert got == expected  # the same documents in the same order, byte for byte
-    assert any(len(log) for log in cluster.shard_logs[1:])  # more than one shard had work
-    counts = [orjson.loads(x) for x in cluster.results if b'"data_counts"' in x][-1]
+    partitioned = any(d.get("partition_field_name") for d in job["analysis_config"]["detectors"])
+    used = sum(1 for log in cluster.shard_logs if log)
+    assert used >= 2 if partitioned else used == 1
+    counts = [orjson.loads(x) for x in cluster.results if b'_data_counts"' in x][-1]
     assert counts["processed_record_count"] == len(raws)
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_sharded_worker_path_is_exact_across_crashes_of_either_side(seed):
     job = _job("multi")
-    raws = _events(3)
+    raws = _events(2)
     expected = _last_wins(_embedded(job, raws))
     cluster = Cluster("multi", 4, seed=seed)
     cluster.work = [envelope.control("open", job=job)] + [envelope.data(r) for r in raws] + [envelope.control("close")]
     cluster.run(crashes=True)
     assert _last_wins(cluster.results) == expected
     assert not cluster.dead
-    counts = [orjson.loads(x) for x in cluster.results if b'"data_counts"' in x][-1]
+    counts = [orjson.loads(x) for x in cluster.results if b'_data_counts"' in x][-1]
     assert counts["processed_record_count"] == len(raws) and counts["input_record_count"] == len(raws)
 
 
@@ -170,14 +172,14 @@ def test_a_control_waits_for_pending_replies_and_the_events_behind_it_too():
     proc.apply("response_code_rates", 0, envelope.control("open", job=job))
     at = 1
     requests = []
-    for raw in raws[:3000]:
+    for raw in raws[:1000]:
         requests += [o for o in proc.apply("response_code_rates", at, envelope.data(raw)) if o.topic == "shards"]
         at += 1
     slot = proc.slots["response_code_rates"]
     assert requests and slot.engine.pending  # buckets closed, nothing answered
     updated = {**job, "description": "changed"}
     proc.apply("response_code_rates", at, envelope.control("update", job=updated))
-    proc.apply("response_code_rates", at + 1, envelope.data(raws[3000]))
+    proc.apply("response_code_rates", at + 1, envelope.data(raws[1000]))
     assert len(slot.backlog) == 2 and slot.engine.job.description != "changed"
     shards = ShardProcessor()
     offsets: dict[int, int] = {}  # shards-topic partition -> next offset
