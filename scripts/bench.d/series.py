@@ -1,7 +1,7 @@
 """Section 2: per-series cost at one size, in a fresh process (so RSS growth is this size's alone).
 
   --mode bank:   a `SeriesBank(ModelParams(bucket_span=3600))` of N series; per bucket
-                 `bank.score(idx, t, x, 1.0)` then `bank.update(idx, t, x, 1.0, 1.0)` (the engine's
+                 `sc = bank.score(idx, t, x, 1.0)` then `bank.update(idx, t, x, 1.0, 1.0, sc)` (the engine's
                  order: judge, then learn) on all N series at once; then `bank.to_bytes()`.
   --mode engine: a `JobEngine` of `mean(value)` partitioned by `host` with N hosts, one event per
                  series per bucket; finalization is timed by calling `engine.advance(end of bucket)`
@@ -66,9 +66,9 @@ def bank_mode(n: int, buckets: int) -> dict:
         t = common.T0 + b * 3600
         x = base * (1.0 + 0.3 * np.sin(2 * np.pi * b / 24)) + rng.normal(0.0, 2.0, n)
         t1 = time.perf_counter()
-        bank.score(idx, t, x, 1.0)
+        sc = bank.score(idx, t, x, 1.0)
         t2 = time.perf_counter()
-        bank.update(idx, t, x, 1.0, 1.0)
+        bank.update(idx, t, x, 1.0, 1.0, sc)
         t3 = time.perf_counter()
         score_us.append((t2 - t1) / n * 1e6)
         update_us.append((t3 - t2) / n * 1e6)

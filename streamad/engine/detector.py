@@ -260,10 +260,10 @@ class DetectorState:
                     # value a model ever sees, which places its skewed candidates' offset, is the
                     # smallest of its first bucket, not whichever over value sorts first
                     order = np.lexsort((x_a, idx_a))
-                    self.banks[f].update(idx_a[order], t, x_a[order], ws[order], vs[order], math.nan)
+                    self.banks[f].update(idx_a[order], t, x_a[order], ws[order], vs[order], None)
                     self.banks[f].penalize_samples(idx_a)
                 else:
-                    self.banks[f].update(idx_a, t, x_a, ws, vs, sc.probability)
+                    self.banks[f].update(idx_a, t, x_a, ws, vs, sc)
             results.append((pos, idx_a, x_a, sc))
         if results[0] is None:
             return None

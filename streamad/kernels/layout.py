@@ -1,14 +1,15 @@
 """The flat per-series state layout: one float64 row per series, named column offsets.
 
-Version 5. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
+Version 6. A row holds bookkeeping, the residual one-of-n candidates (normal, log-normal, gamma,
 Poisson, a 3-mode normal mixture) with their log weights, a 4-level trend ensemble, change
 detection, the open anomaly episode, the multi-bucket window and prior, two seasonal components
-(36 knots of value, count and residual variance each) and the 168-slot expanding
-periodicity-test window.
-496 columns = 3968 bytes per series.
+(36 knots of value, count and residual variance each), the 168-slot expanding periodicity-test
+window and the anomaly-characteristics model (ELASTIC_MODEL §3.4: the open episode's features and
+two bivariate normal-Wishart models of past episodes' features).
+511 columns = 4088 bytes per series.
 """
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 # Numba only re-validates a cached kernel against its own source file, not against these constants:
 # `streamad.kernels` therefore keys its cache folder by a hash of all kernel sources.
 
@@ -20,7 +21,7 @@ FLAGS_INT = 3  # 1 while every value seen is an integer
 FLAGS_NONNEG = 4  # 1 while every value seen is >= 0
 DERATE_T = 5  # outliers are damped less until this time (after a model change)
 OFFSET = 6  # shift that makes residuals positive for the log-normal and gamma candidates
-N_UPD = 7  # number of updates (not decayed)
+AM_START = 7  # anomaly-characteristics model: first anomalous bucket (t / span) of the open episode; NaN = none
 # residual candidates
 NM = 8  # normal: normal-gamma (m, p, a, b) on the scaled residual
 LN = 12  # log-normal: normal-gamma on log(residual + offset)
@@ -45,7 +46,7 @@ CD_FRAC = 68
 CD_LEN = 69
 CD_SUM = 70
 CD_SIGN = 71
-CD_LAST_CHANGE = 72
+AM_LEN = 72  # anomaly-characteristics model: the open episode's length (last - first anomalous bucket)
 # multi-bucket window state and its normal-gamma prior
 MB_POS = 73
 MB_CNT = 74
@@ -72,8 +73,21 @@ SEAS = MB_R + MB_LEN  # 112: per component 36 values, 36 counts, 36 residual var
 SEAS_STRIDE = 3 * KNOTS
 WIN_LEN = 168
 WIN = SEAS + NCOMP * SEAS_STRIDE  # 328: 168 slot means (NaN = no data)
-NCOLS = WIN + WIN_LEN  # 496
-NCOLS = ((NCOLS + 7) // 8) * 8  # 496, padded to whole cache lines
+V5_NCOLS = WIN + WIN_LEN  # 496: the end of a version 5 row (`bank.migrate_v5`)
+# anomaly-characteristics model (ELASTIC_MODEL §3.4, `anomaly`; also AM_START and AM_LEN, in the
+# columns of version 5's never-read update counter and last-change time): the open episode's sum
+# of prediction errors (its sign picks the model), number and mean of its absolute errors; then
+# per sign (positive, negative) a bivariate normal-Wishart model of the features (length, mean
+# |error|): weight (precision = degrees of freedom), mean (2), scatter matrix (11, 12, 22)
+AM = V5_NCOLS  # 496
+AM_SUM = AM
+AM_N = AM + 1
+AM_ABS = AM + 2
+AM_MOD = AM + 3  # 2 models x AM_MOD_STRIDE
+AM_MOD_STRIDE = 6
+# 511, not padded to whole cache lines: 512 columns and a snapshot's header would pass the 4 KB
+# per series budget
+NCOLS = AM_MOD + 2 * AM_MOD_STRIDE
 MAX_WIN_LEVEL = 2
 
 # parameter vector (one per bank)

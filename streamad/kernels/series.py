@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
+from streamad.kernels import anomaly as AM
 from streamad.kernels import layout as L
 from streamad.kernels import modes as MM
 from streamad.kernels import periodicity as PT
@@ -69,6 +70,7 @@ def init_rows(S, rows) -> None:
         S[i, L.LW + L.C_POISSON] = 0.0
         for j in range(L.WIN_LEN):
             S[i, L.WIN + j] = math.nan
+        AM.init(S, i)
 
 
 @njit(cache=True)
@@ -195,6 +197,7 @@ def _age(S, i, dt, decay) -> None:
     S[i, L.PO_B] *= alpha
     MM.mm_age(S, i, alpha)
     PR.ng_age(S, i, L.MB_M, alpha)
+    AM.age(S, i, alpha)
     for c in range(L.NCAND):
         if S[i, L.LW + c] > -math.inf:
             S[i, L.LW + c] *= alpha
@@ -317,13 +320,14 @@ def mb_clip(S, i, z) -> float:
 
 
 @njit(cache=True)
-def update(S, P, idx, t, x, w, vs, events, prob) -> None:
+def update(S, P, idx, t, x, w, vs, events, prob, p_over, p_single) -> None:
     """Update the models of series idx[k] with value x[k] of the bucket starting at t.
 
     w is the update weight (1 normally; less for empty buckets or skip_model_update), vs the count
     variance scale. events[k] receives EVENT_* when this update changed the model's structure.
-    prob[k] is the probability `score` gave this value (NaN: not scored), which opens, extends or
-    closes the series' anomaly episode (`episode_step`).
+    prob[k], p_over[k] and p_single[k] are what `score` gave this value (`Scores.probability`,
+    `p_overall`, `p_single`; NaN: not scored): they open, extend or close the series' anomaly
+    episodes (`episode_step`, `anomaly.step`).
     NaN, infinite or beyond +-1e100 values and non-positive weights leave the series unchanged.
     """
     span = P[L.P_SPAN]
@@ -346,10 +350,15 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
             continue
         wi = min(wi, 1.0)
         vcount = vs[k] if vs[k] > 0.0 and vs[k] < math.inf else 1.0
+        if p_over[k] < AM.OPEN_P or S[i, L.AM_START] == S[i, L.AM_START]:
+            # the anomaly-characteristics model steps on the state that scored this value
+            err = math.nan
+            if p_over[k] < AM.OPEN_P and p_single[k] < AM.OPEN_P and S[i, L.T_FIRST] == S[i, L.T_FIRST]:
+                err = am_error(S, i, t, span, xi, vcount)
+            AM.step(S, i, t / span, err, p_single[k], p_over[k], wi)
         if S[i, L.T_FIRST] != S[i, L.T_FIRST]:
             S[i, L.T_FIRST] = t
             S[i, L.T_LAST] = t
-            S[i, L.CD_LAST_CHANGE] = t
             TR.init(S, i, xi)
             if base_slot > 0.0:
                 S[i, L.WIN_SLOT_T] = math.floor(t / base_slot) * base_slot
@@ -416,7 +425,6 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
                     S[i, L.CD_LEN] = 0.0
                     S[i, L.CD_SUM] = 0.0
                     S[i, L.CD_FRAC] = 0.0
-                    S[i, L.CD_LAST_CHANGE] = t
                     S[i, L.MB_CNT] = 0.0
                     S[i, L.PO_A] = 0.0
                     S[i, L.PO_B] = 0.0
@@ -476,7 +484,6 @@ def update(S, P, idx, t, x, w, vs, events, prob) -> None:
             S[i, L.PO_A] += weight * xi
             S[i, L.PO_B] += weight
         S[i, L.N_EFF] += wi
-        S[i, L.N_UPD] += 1.0
         # multi-bucket window of scaled residuals and its own prior
         pos = int(S[i, L.MB_POS])
         S[i, L.MB_R + pos] = z_mb
@@ -606,11 +613,39 @@ def _residual_median(S, i, wts, vsi, integer) -> float:
 
 
 @njit(cache=True)
-def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical, lower, upper, p_model) -> None:
+def band_residual(S, i, t, span, r, vsi):
+    """(residual r less the 50 % baseline band, the residual model's location), value units.
+
+    No residual inside the uncertainty of the seasonal estimate (its knots' counts); the trend's
+    uncertainty is left to the residual model."""
+    loc = S[i, L.NM] * math.sqrt(vsi)
+    n_band = SE.knot_count(S, i, t, span)
+    band = Z50 * math.sqrt(PR.ng_var(S, i, L.NM) * vsi / max(n_band, 1.0)) if n_band < math.inf else 0.0
+    d = r - loc
+    return loc + (d - band if d > band else (d + band if d < -band else 0.0)), loc
+
+
+@njit(cache=True)
+def am_error(S, i, t, span, x, vcount) -> float:
+    """Prediction error of x for the anomaly-characteristics model (ELASTIC_MODEL §3.4): the
+    band-reduced residual less the residual location, over max(sqrt(seasonal variance scale), 1)."""
+    seas_scale = SE.var_scale(S, i, t, span)
+    xs = min(max(x, -MAX_ABS), MAX_ABS)
+    rb, loc = band_residual(S, i, t, span, xs - prediction(S, i, t, span), vcount * seas_scale)
+    return (rb - loc) / max(math.sqrt(seas_scale), 1.0)
+
+
+@njit(cache=True)
+def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical, lower, upper, p_model,
+          p_over) -> None:
     """Probability of x[k] for series idx[k] at bucket t (no state change), with typical and 95 % bounds.
 
-    p_model[k] is the probability before the open anomaly episode discounts a bucket that repeats
-    it (`episode_power`): what the model makes of the value alone, for the score quantiles."""
+    p_over[k] is the single- and multi-bucket probability combined, before the anomaly-characteristics
+    model (`anomaly`) and the stand-ins for it (`run_power`, `episode_power`); it and p_single[k]
+    open, extend and close the anomaly episodes in `update`. p_model[k] is the probability before
+    the open anomaly episode discounts a bucket that repeats it (`episode_power`), after the
+    anomaly-characteristics model's correction (`anomaly.probability`, as Elastic's normalizers see
+    it): what the score quantiles learn."""
     span = P[L.P_SPAN]
     side = int(P[L.P_SIDE])
     nmin = P[L.P_N_MIN]
@@ -620,7 +655,8 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         i = idx[k]
         xi = x[k]
         vcount = vs[k] if vs[k] > 0.0 and vs[k] < math.inf else 1.0
-        vsi = vcount * SE.var_scale(S, i, t, span)
+        seas_scale = SE.var_scale(S, i, t, span)
+        vsi = vcount * seas_scale
         if S[i, L.T_FIRST] != S[i, L.T_FIRST]:
             pred = xi if (xi == xi and abs(xi) < math.inf) else 0.0
         else:
@@ -640,19 +676,14 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
         if not (xi == xi) or S[i, L.N_EFF] < nmin or S[i, L.T_FIRST] != S[i, L.T_FIRST]:
             prob[k] = 1.0
             p_model[k] = 1.0
+            p_over[k] = 1.0
             p_single[k] = 1.0
             p_multi[k] = 1.0
             mbi[k] = 0.0
             continue
         xs = min(max(xi, -MAX_ABS), MAX_ABS)
-        r = xs - pred
-        # 50 % baseline band: no residual inside the uncertainty of the seasonal estimate
-        # (its knots' counts); the trend's uncertainty is left to the residual model
-        loc = S[i, L.NM] * math.sqrt(vsi)
-        n_band = SE.knot_count(S, i, t, span)
-        band = Z50 * math.sqrt(PR.ng_var(S, i, L.NM) * vsi / max(n_band, 1.0)) if n_band < math.inf else 0.0
-        d = r - loc
-        r = loc + (d - band if d > band else (d + band if d < -band else 0.0))
+        # 50 % baseline band
+        r, loc = band_residual(S, i, t, span, xs - pred, vsi)
         z = r / math.sqrt(vsi)
         ps = mixture_tail(S, i, z, xs, 1.0, side, integer, wts)
         pm = 1.0
@@ -669,6 +700,11 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
             if (feat - S[i, L.MB_M]) * (z - S[i, L.NM]) > 0.0:
                 pm = PR.tail_p(F, G, side)
         p = _joint2(ps, pm, MB_RHO) if pm < 1.0 else ps
+        p_over[k] = min(max(p, DBL_MIN), 1.0)
+        if p < AM.OPEN_P:
+            # the anomaly-characteristics model: a bucket of an episode like those seen before
+            # weighs less (ELASTIC_MODEL §3.4, `anomaly.probability`)
+            p, _pa = AM.probability(S, i, t / span, (r - loc) / max(math.sqrt(seas_scale), 1.0), ps, p)
         if S[i, L.CD_LEN] > RUN_FULL and S[i, L.CD_FRAC] > 0.25:
             run_mean = S[i, L.CD_SUM] / S[i, L.CD_LEN]
             p = math.exp(math.log(max(p, DBL_MIN)) * run_power(S[i, L.CD_LEN], xs - pred - loc, run_mean))

@@ -59,7 +59,8 @@ class Scores:
     typical: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    p_model: np.ndarray  # probability before an open anomaly episode discounts a repeat of it
+    p_model: np.ndarray  # probability before an open anomaly episode discounts a repeat of it (after §3.4)
+    p_overall: np.ndarray  # single and multi-bucket combined, before any anomaly episode correction
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,16 @@ class SeriesBank:
     def __len__(self) -> int:
         return self._size - len(self._free)
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (engine snapshots): a version 5 state matrix gains the anomaly-characteristics
+        columns (`migrate_v5`); any other width than this layout's is refused."""
+        S = state.get("S")
+        if isinstance(S, np.ndarray) and S.ndim == 2 and S.shape[1] == L.V5_NCOLS:
+            state["S"] = migrate_v5(S)
+        elif not (isinstance(S, np.ndarray) and S.ndim == 2 and S.shape[1] == L.NCOLS):
+            raise ValueError(f"unsupported model state of shape {getattr(S, 'shape', None)}")
+        self.__dict__.update(state)
+
     def add(self, n: int = 1) -> np.ndarray:
         rows = []
         while self._free and len(rows) < n:
@@ -117,13 +128,18 @@ class SeriesBank:
             self._free.append(int(i))
         self._free.sort(reverse=True)
 
-    def update(self, idx, t: int, x, weight=1.0, var_scale=1.0, probability=math.nan) -> None:
-        """Learn x; `probability` is what `score` gave the same values (it tracks anomaly episodes)."""
+    def update(self, idx, t: int, x, weight=1.0, var_scale=1.0, scores: Scores | None = None) -> None:
+        """Learn x; `scores` is what `score` gave the same values (it tracks anomaly episodes; None:
+        not scored, the episodes stay as they are)."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         n = idx.shape[0]
         events = np.zeros(n, dtype=np.int64)
+        if scores is None:
+            prob = p_over = p_single = np.full(n, math.nan)
+        else:
+            prob, p_over, p_single = (_f64(a, n) for a in (scores.probability, scores.p_overall, scores.p_single))
         K.update(self.S, self.P, idx, float(t), _f64(x, n), _f64(weight, n), _f64(var_scale, n), events,
-                 _f64(probability, n))
+                 prob, p_over, p_single)
         if events.any():
             for k in np.nonzero(events)[0].tolist():
                 self._events.append(ModelEvent(int(idx[k]), int(t), _EVENT_KINDS[int(events[k])]))
@@ -139,7 +155,7 @@ class SeriesBank:
     def score(self, idx, t: int, x, var_scale=1.0, multi_bucket: bool = True) -> Scores:
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         n = idx.shape[0]
-        out = [np.empty(n) for _ in range(8)]
+        out = [np.empty(n) for _ in range(9)]
         K.score(self.S, self.P, idx, float(t), _f64(x, n), _f64(var_scale, n), multi_bucket, *out)
         return Scores(*out)
 
@@ -185,7 +201,8 @@ class SeriesBank:
     @classmethod
     def from_bytes(cls, blob: bytes) -> SeriesBank:
         version, ncols, _nparams, rows = _HEADER.unpack_from(blob, 0)
-        if version != L.STATE_VERSION or ncols != L.NCOLS:
+        v5 = version == 5 and ncols == L.V5_NCOLS
+        if not v5 and (version != L.STATE_VERSION or ncols != L.NCOLS):
             raise ValueError(f"unsupported model state version {version} with {ncols} columns")
         off = _HEADER.size
         side, span, integer, nonneg, seasonal, decay = struct.unpack_from("<biB??d", blob, off)
@@ -194,11 +211,24 @@ class SeriesBank:
         off += struct.calcsize("<?I")
         params = ModelParams(span, side, nonneg, {2: None, 0: False, 1: True}[integer], seasonal, multi, decay)
         bank = cls(params, capacity=rows)
-        bank.S[:rows] = np.frombuffer(blob, dtype=np.float64, count=rows * ncols, offset=off).reshape(rows, ncols)
+        body = np.frombuffer(blob, dtype=np.float64, count=rows * ncols, offset=off).reshape(rows, ncols)
+        bank.S[:rows] = migrate_v5(body) if v5 else body
         off += rows * ncols * 8
         bank._size = rows
         bank._free = np.frombuffer(blob, dtype=np.int64, count=nfree, offset=off).tolist()
         return bank
+
+
+def migrate_v5(S: np.ndarray) -> np.ndarray:
+    """A version 5 state matrix (496 columns) as version 6: the anomaly-characteristics model starts
+    empty (no open episode, non-informative models) in the new columns and in the two it takes
+    over (version 5's update counter and last-change time, never read); every other column keeps
+    its bits."""
+    out = np.zeros((S.shape[0], L.NCOLS))
+    out[:, : L.V5_NCOLS] = S
+    out[:, L.AM_START] = math.nan
+    out[:, L.AM_LEN] = 0.0
+    return out
 
 
 def _z_of(percentile: float) -> float:

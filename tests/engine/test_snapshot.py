@@ -45,6 +45,37 @@ def test_snapshot_restore_continues_byte_identically(events, name):
     assert engine.counts.to_dict(job.job_id) == JobEngine.restore(engine.snapshot(), emit).counts.to_dict(job.job_id)
 
 
+def test_a_snapshot_of_version_5_models_restores_and_continues(events):
+    """An engine snapshot taken before the anomaly-characteristics model (model layout version 5,
+    496 columns a series) restores: its banks gain the new columns, empty."""
+    import pickle
+
+    import numpy as np
+
+    from streamad.kernels import layout as L
+
+    with open(os.path.join(module_dir(), f"{JOBS[0]}.json"), "rb") as f:
+        job = Job.from_dict(orjson.loads(f.read()))
+    out: list[dict] = []
+    engine = JobEngine(job, out.append)
+    half = len(events) // 2
+    for raw, doc, err in events[:half]:
+        engine.feed(raw, doc, err)
+    old = pickle.loads(engine.snapshot())
+    banks = [b for det in old.detectors for b in det.banks]
+    assert banks
+    for b in banks:  # as version 5 kept them
+        b.S = np.ascontiguousarray(b.S[:, : L.V5_NCOLS])
+    engine = JobEngine.restore(pickle.dumps(old, protocol=5), out.append)
+    for det in engine.detectors:
+        for b in det.banks:
+            assert b.S.shape[1] == L.NCOLS and np.isnan(b.S[: b._size, L.AM_START]).all()
+    for raw, doc, err in events[half:]:
+        engine.feed(raw, doc, err)
+    engine.finish()
+    assert any(d.get("result_type") == "bucket" for d in out)
+
+
 def test_restore_rejects_foreign_bytes():
     import pickle
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from streamad.kernels import anomaly as AM
+from streamad.kernels import series as K
 from streamad.models import ModelParams, SeriesBank
 
 DAY = 86400
@@ -22,7 +24,7 @@ def _run(bank: SeriesBank, idx, times, values):
     for t, v in zip(times, values):
         x = np.atleast_1d(np.asarray(v, dtype=float))
         out.append(bank.score(idx, int(t), x, 1.0))
-        bank.update(idx, int(t), x, 1.0, 1.0, out[-1].probability)
+        bank.update(idx, int(t), x, 1.0, 1.0, out[-1])
     return out
 
 
@@ -58,13 +60,16 @@ def test_buckets_deep_in_an_unaccepted_shift_weigh_less_but_a_bigger_jump_is_new
     """While a shift waits its ~30 h to be accepted, its buckets say the same thing again and again:
     after the first RUN_FULL buckets of the run the log probability of a bucket like the run so
     far is weighted RUN_FULL / run length (ELASTIC_MODEL §3.4), while a bucket well beyond the
-    run's mean error is still scored in full."""
+    run's mean error is still scored in full. (The run weight applies to the probability the
+    anomaly-characteristics model has corrected, which discounts the run's first bucket too.)"""
     span = 600
     bank, idx, rng = _steady(span, 4, 4)
     shift = np.arange(4 * DAY, 4 * DAY + 45 * span, span)
     scores = _run(bank, idx, shift, 60.0 + rng.normal(0, 1.0, shift.size))
-    surprise = [-math.log10(s.probability[0]) for s in scores]
-    assert max(surprise[:15]) > 20.0
+    surprise = [-math.log10(s.p_model[0]) for s in scores]
+    assert all(s.probability[0] >= s.p_model[0] for s in scores)
+    assert max(-math.log10(s.p_overall[0]) for s in scores[:15]) > 20.0
+    assert max(surprise[:15]) > 10.0
     assert np.mean(surprise[35:]) < 0.4 * max(surprise[:15])
     assert all(e.kind != "level_shift" for e in bank.pop_events())
     jump = bank.score(idx, int(shift[-1]) + span, np.array([90.0]), 1.0)
@@ -75,35 +80,77 @@ def test_buckets_that_repeat_an_open_anomaly_episode_weigh_half_and_escalation_i
     """An anomaly episode is open while buckets keep p < 0.1 (ELASTIC_MODEL §3.4). A bucket that
     continues it with an error of the same sign and is no more extreme than its most extreme
     reported bucket (-ln p not beyond 1.2 times the episode's) repeats news already given: its
-    log p counts half (p_model keeps the undiscounted probability for the score quantiles). The
-    first bucket, a clearly more extreme one and a bucket of the other sign keep their full
-    weight."""
+    log p counts half. The first bucket, a clearly more extreme one and a bucket of the other sign
+    keep their full weight. The discount applies to the probability as the anomaly-characteristics
+    model has corrected it (`anomaly.probability`), which p_model keeps."""
     span = 600
     bank, idx, rng = _steady(span, 9, 4)
     t0 = 4 * DAY
     values = [58.0, 56.0, 57.0, 75.0, 57.0, 40.0]
-    scores = _run(bank, idx, t0 + span * np.arange(len(values)), values)
-    lp = [math.log(s.probability[0]) for s in scores]
-    lm = [math.log(s.p_model[0]) for s in scores]
-    assert lp[0] == lm[0] and lp[0] < math.log(1e-6)  # first bucket: full news
-    most = lm[0]
+    lp, la, lm = [], [], []
+    for k, v in enumerate(values):
+        t = int(t0 + k * span)
+        x = np.array([v])
+        s = bank.score(idx, t, x, 1.0)
+        err = K.am_error(bank.S, 0, float(t), float(span), v, 1.0)
+        p_am, _ = AM.probability(bank.S, 0, t / span, err, s.p_single[0], s.p_overall[0])
+        assert s.p_model[0] == p_am >= s.p_overall[0]  # no run of large errors here; the correction
+        # only discounts
+        lp.append(math.log(s.probability[0]))
+        la.append(math.log(p_am))
+        lm.append(math.log(s.p_overall[0]))
+        bank.update(idx, t, x, 1.0, 1.0, s)
+    assert lp[0] == la[0] and lp[0] < math.log(1e-6)  # first bucket: full news
+    assert la[0] > lm[0]  # the §3.4 model discounts it: this series has had episodes like it
+    most = la[0]
     for k in range(1, len(values)):
-        repeat = values[k] > 50.0 and lm[k] >= 1.2 * most and lm[k] < math.log(0.1)
+        repeat = values[k] > 50.0 and la[k] >= 1.2 * most and la[k] < math.log(0.1)
         if repeat:
-            assert lp[k] == pytest.approx(0.5 * lm[k], rel=1e-9)
+            assert lp[k] == pytest.approx(0.5 * la[k], rel=1e-9)
         else:
-            assert lp[k] == pytest.approx(lm[k], rel=1e-12)
+            assert lp[k] == pytest.approx(la[k], rel=1e-12)
         if values[k] > 50.0:
             most = min(most, lp[k])  # the episode's most extreme bucket as reported
-    assert lp[3] == lm[3] and lp[3] < lp[0]  # escalation: more extreme than the episode so far
-    assert lp[5] == lm[5] and lp[5] < math.log(1e-6)  # the other sign: news
-    assert any(lp[k] > lm[k] for k in (1, 2, 4))  # and some repeats were discounted
-    # without the episode's probabilities (NaN: not scored) nothing is discounted
+    assert lp[3] == la[3] and lp[3] < lp[0]  # escalation: more extreme than the episode so far
+    assert lp[5] == la[5] and lp[5] < math.log(1e-6)  # the other sign: news
+    assert any(lp[k] > la[k] for k in (1, 2, 4))  # and some repeats were discounted
+    # not scored (no probabilities given to update): no episode opens, so only the §3.4 model's
+    # correction of each bucket as an episode of its own remains
     bank2, idx2, _ = _steady(span, 9, 4)
     for k, v in enumerate(values):
-        s = bank2.score(idx2, int(t0 + k * span), np.array([v]), 1.0)
-        assert s.probability[0] == s.p_model[0]
-        bank2.update(idx2, int(t0 + k * span), np.array([v]), 1.0, 1.0)
+        t = int(t0 + k * span)
+        s = bank2.score(idx2, t, np.array([v]), 1.0)
+        err = K.am_error(bank2.S, 0, float(t), float(span), v, 1.0)
+        assert s.probability[0] == AM.probability(bank2.S, 0, t / span, err, s.p_single[0], s.p_overall[0])[0]
+        bank2.update(idx2, t, np.array([v]), 1.0, 1.0)
+
+
+def test_routine_spikes_are_discounted_and_a_larger_one_is_news_to_the_anomaly_model():
+    """The anomaly-characteristics model (ELASTIC_MODEL §3.4) of a series with a one-bucket spike
+    of about +8 sd every day: another such spike has ordinary episode features (p_anom well above
+    the bucket's own probability) and scores less anomalous than the model alone says; a spike
+    three times as large has novel features (tiny p_anom), keeps about half of its -ln p and stays
+    far more anomalous than the routine one. Neither is made more anomalous than the model says."""
+    span = 600
+    bank = SeriesBank(ModelParams(bucket_span=span))
+    idx = bank.add(1)
+    rng = np.random.default_rng(17)
+    times = np.arange(0, 8 * DAY, span)
+    values = 50.0 + rng.normal(0, 1.0, times.size)
+    values[100::150] += 8.0 + rng.normal(0, 0.5, values[100::150].size)
+    _run(bank, idx, times, values)
+    t = int(times[-1]) + span
+    out = {}
+    for v in (58.0, 74.0):
+        s = bank.score(idx, t, np.array([v]), 1.0)
+        err = K.am_error(bank.S, 0, float(t), float(span), v, 1.0)
+        p_am, p_anom = AM.probability(bank.S, 0, t / span, err, s.p_single[0], s.p_overall[0])
+        assert s.probability[0] == p_am == s.p_model[0] >= s.p_overall[0]
+        out[v] = (s.p_overall[0], s.probability[0], p_anom)
+    (p_r, q_r, a_r), (p_n, q_n, a_n) = out[58.0], out[74.0]
+    assert p_r < 1e-3 and a_r > 0.05 and q_r > 5.0 * p_r  # routine: discounted
+    assert a_n < 1e-4 and math.log(q_n) < 0.5 * math.log(p_n)  # novel: keeps over half its -ln p
+    assert q_n < 1e-10 * q_r
 
 
 def test_daily_pattern_learned_trough_drop_flagged_peak_not():

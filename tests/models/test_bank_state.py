@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import struct
+
 import numpy as np
 import pytest
 
@@ -20,7 +23,7 @@ def _feed(bank: SeriesBank, idx, n: int, span: int, seed: int, start: int = 0):
         if b % 97 == 50 or b >= n - 2:
             x[::3] += 40.0  # anomalies: open episodes are part of the state (and of the snapshot)
         # the engine's order: score, then learn with the probabilities given (anomaly episodes)
-        bank.update(idx, t, x, 1.0, 1.0, bank.score(idx, t, x, 1.0).probability)
+        bank.update(idx, t, x, 1.0, 1.0, bank.score(idx, t, x, 1.0))
     return start + n * span
 
 
@@ -31,6 +34,8 @@ def test_state_round_trips_bit_exactly_and_continues_identically():
     t = _feed(bank, idx, 5 * DAY // span, span, seed=1)
     bank.remove(idx[[3, 9]])
     assert (bank.S[idx, L.EP_LP] != 0.0).any()  # some anomaly episodes are open in the snapshot
+    assert (bank.S[idx, L.AM_START] == bank.S[idx, L.AM_START]).any()  # and anomaly-model episodes
+    assert (bank.S[idx, L.AM_MOD] > 3.0).any()  # with informative episode models
     blob = bank.to_bytes()
     copy = SeriesBank.from_bytes(blob)
     assert copy.to_bytes() == blob
@@ -55,6 +60,48 @@ def test_state_is_at_most_4kb_per_series():
     assert len(bank.to_bytes()) / 1000 <= 4096
     sub = bank.to_bytes(np.array([5, 6], dtype=np.int64))
     assert len(sub) <= 2 * 4096 + 64
+
+
+def _v5_blob(bank: SeriesBank) -> bytes:
+    """The bank's bytes as layout version 5 wrote them: 496 columns, the update counter in column
+    7 and the last level-change time in column 72 (both never read, taken over by version 6)."""
+    S = bank.S[: bank._size, : L.V5_NCOLS].copy()
+    S[:, 7] = np.arange(S.shape[0]) + 100.0
+    S[:, 72] = 12345.0
+    blob = bank.to_bytes()
+    head = struct.calcsize("<BiiQ") + struct.calcsize("<biB??d") + struct.calcsize("<?I")
+    body = bank._size * L.NCOLS * 8
+    version = struct.pack("<BiiQ", 5, L.V5_NCOLS, L.NPARAMS, bank._size)
+    return version + blob[struct.calcsize("<BiiQ"):head] + S.tobytes() + blob[head + body:]
+
+
+def test_version_5_state_restores_with_an_empty_anomaly_model_and_continues():
+    span = 1800
+    bank = SeriesBank(ModelParams(bucket_span=span, side=0))
+    idx = bank.add(12)
+    t = _feed(bank, idx, 3 * DAY // span, span, seed=4)
+    bank.remove(idx[[2]])
+    old = SeriesBank.from_bytes(_v5_blob(bank))
+    assert old.S.shape[1] == L.NCOLS and len(old) == len(bank) == 11
+    kept = [c for c in range(L.V5_NCOLS) if c not in (L.AM_START, L.AM_LEN)]
+    assert np.array_equal(old.S[: bank._size, kept], bank.S[: bank._size, kept], equal_nan=True)
+    assert np.isnan(old.S[: bank._size, L.AM_START]).all() and not old.S[: bank._size, L.AM_LEN].any()
+    assert not old.S[: bank._size, L.V5_NCOLS:].any()
+    # it continues (the anomaly model learns afresh) and saves as version 6
+    live = np.setdiff1d(idx, idx[[2]])
+    _feed(old, live, 100, span, seed=5, start=t)
+    assert np.isfinite(old.score(live, t + 100 * span, np.full(live.size, 60.0), 1.0).probability).all()
+    assert old.to_bytes()[0] == L.STATE_VERSION == 6
+    # a pickled version 5 bank (inside an engine snapshot) is brought up to date the same way
+    pickled = SeriesBank.from_bytes(_v5_blob(bank))
+    pickled.S = pickled.S[:, : L.V5_NCOLS].copy()
+    pickled.S[:, 7] = 3.0
+    restored = pickle.loads(pickle.dumps(pickled))
+    assert restored.S.shape[1] == L.NCOLS and np.isnan(restored.S[:, L.AM_START]).all()
+    # and any other width is refused
+    pickled.S = np.zeros((3, 300))
+    with pytest.raises(ValueError, match="unsupported model state"):
+        pickle.loads(pickle.dumps(pickled))
 
 
 def test_bad_state_bytes_are_rejected_clearly():
@@ -93,7 +140,7 @@ def test_no_nan_ever_reaches_a_probability(side):
             np.nan if b % 3 else rng.normal(),    # mostly missing
         ])
         before = bank.score(idx, t, x, 1.0)  # the engine's order: score, then learn (anomaly episodes)
-        bank.update(idx, t, x, 1.0, np.where(b % 5 == 0, 0.0, 1.0), before.probability)
+        bank.update(idx, t, x, 1.0, np.where(b % 5 == 0, 0.0, 1.0), before)
         sc = bank.score(idx, t, x, np.where(b % 11 == 0, np.nan, 1.0))
         for arr in (sc.probability, sc.p_single, sc.p_multi, sc.p_model, before.probability, before.p_model):
             assert np.all(np.isfinite(arr)) and np.all(arr > 0.0) and np.all(arr <= 1.0), (b, arr)
