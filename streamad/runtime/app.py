@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+import uuid
 
 import faust
 import orjson
@@ -636,7 +637,11 @@ class Worker:
         """Append a control message to the job's work log and wait until Kafka has it.
 
         REST calls use the registry's own aiokafka producer (same default partitioner as Faust's):
-        waiting on Faust's producer from a web handler while agents use it was seen to hang."""
+        waiting on Faust's producer from a web handler while agents use it was seen to hang.
+        An `open` carries a fresh incarnation id: the shards of a job deleted and created again
+        under its id must tell its requests from the old job's."""
+        if kind == "open":
+            fields.setdefault("incarnation", uuid.uuid4().hex)
         await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.control(kind, **fields))
 
     async def send_data(self, job_id: str, raws: list[bytes]) -> None:

@@ -229,7 +229,8 @@ class JobProcessor:
                 if slot.engine is None:
                     slot.engine = JobEngine(Job.from_dict(cmd["job"]), self._emit, self._dead_letter,
                                             filters=filters, calendars=calendars, shards=max(self.shards, 1),
-                                            remote=self.shards > 0, incarnation=f"{job_id}@{slot.next_offset - 1}")
+                                            remote=self.shards > 0,
+                                            incarnation=cmd.get("incarnation") or f"{job_id}@{slot.next_offset - 1}")
                     if self.shards > 0:
                         self._connect(slot, job_id)
                 else:

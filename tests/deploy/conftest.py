@@ -136,6 +136,7 @@ def _start_chart_worker(kafka_bootstrap: str, render, tmp: Path):
         "kafka": {"broker": kafka_bootstrap, "inputTopics": [topic], "partitions": 4, "outputPartitions": 2,
                   "appId": f"streamad-{run}",
                   "topics": {"work": f"streamad-work-{run}", "jobs": f"streamad-jobs-{run}",
+                             "shards": f"streamad-shards-{run}",
                              "results": f"streamad-results-{run}",
                              "annotations": f"streamad-annotations-{run}",
                              "deadLetter": f"streamad-dead-letter-{run}"}},

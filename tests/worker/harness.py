@@ -30,6 +30,7 @@ def worker_env(bootstrap: str, run: str, **extra) -> dict:
         env.pop(var, None)
     env.update(STREAMAD_BROKER=f"kafka://{bootstrap}", STREAMAD_APP_ID=f"streamad-{run}",
                STREAMAD_WORK_TOPIC=f"streamad-work-{run}", STREAMAD_JOBS_TOPIC=f"streamad-jobs-{run}",
+               STREAMAD_SHARDS_TOPIC=f"streamad-shards-{run}",
                STREAMAD_RESULTS_TOPIC=f"streamad-results-{run}",
                STREAMAD_ANNOTATIONS_TOPIC=f"streamad-annotations-{run}",
                STREAMAD_DEAD_LETTER_TOPIC=f"streamad-dead-letter-{run}",
