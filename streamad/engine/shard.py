@@ -62,10 +62,7 @@ class CloseRequest:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CloseRequest:
-        req = pickle.loads(blob)
-        if not isinstance(req, cls):
-            raise ValueError("not a CloseRequest")
-        return req
+        return _unpickle(blob, cls)
 
 
 @dataclass
@@ -91,10 +88,7 @@ class CloseReply:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> CloseReply:
-        reply = pickle.loads(blob)
-        if not isinstance(reply, cls):
-            raise ValueError("not a CloseReply")
-        return reply
+        return _unpickle(blob, cls)
 
 
 def compact_batch(b: LeafBatch) -> LeafBatch:
@@ -346,10 +340,15 @@ class PartitionEngine:
 
     @classmethod
     def restore(cls, blob: bytes) -> PartitionEngine:
-        shard = pickle.loads(blob)
-        if not isinstance(shard, cls):
-            raise ValueError("not a PartitionEngine snapshot")
-        return shard
+        return _unpickle(blob, cls)
+
+
+def _unpickle(blob: bytes, cls):
+    """The `cls` value pickled in `blob`; ValueError if it holds anything else."""
+    value = pickle.loads(blob)
+    if not isinstance(value, cls):
+        raise ValueError(f"not a {cls.__name__}")
+    return value
 
 
 def merge_forecast(parts: list) -> tuple | None:

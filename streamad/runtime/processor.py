@@ -330,6 +330,11 @@ def _context(cmd: dict) -> tuple[dict[str, Filter], tuple[Calendar, ...]]:
     return filters, calendars
 
 
+def split_chunks(blob: bytes) -> list[bytes]:
+    """A snapshot in pieces that each fit a Kafka message (at least one, maybe empty)."""
+    return [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+
+
 def chunk_key(job_id: str, i: int) -> str:
     return f"{job_id}\x00{i}"
 

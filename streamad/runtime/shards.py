@@ -25,7 +25,7 @@ import orjson
 from streamad.config.job import Job
 from streamad.engine.shard import CloseRequest, PartitionEngine
 from streamad.runtime import envelope
-from streamad.runtime.processor import CHUNK_BYTES, Output
+from streamad.runtime.processor import Output, chunk_key, split_chunks
 
 
 @dataclass
@@ -53,12 +53,12 @@ class ShardProcessor:
         """Table writes that persist a shard: its chunks, then the manifest (written last)."""
         slot = self.slots[key]
         blob = pickle.dumps((slot.engine, slot.replies, slot.job_bytes), protocol=5)
-        chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        chunks = split_chunks(blob)
         manifest = orjson.dumps({"chunks": len(chunks), "next_offset": slot.next_offset, "next_seq": slot.next_seq,
                                  "incarnation": slot.incarnation, "bytes": len(blob)})
         slot.dirty = 0
         slot.last_snapshot = time.monotonic()
-        return [(f"{key}\x00{i}", c) for i, c in enumerate(chunks)] + [(key, manifest)]
+        return [(chunk_key(key, i), c) for i, c in enumerate(chunks)] + [(key, manifest)]
 
     def load(self, key: str, get) -> ShardSlot | None:
         """Restore a shard from table reads (`get(key)`), or None if it has no state."""
@@ -66,7 +66,7 @@ class ShardProcessor:
         if manifest is None:
             return None
         meta = orjson.loads(manifest)
-        blob = b"".join(get(f"{key}\x00{i}") or b"" for i in range(meta["chunks"]))
+        blob = b"".join(get(chunk_key(key, i)) or b"" for i in range(meta["chunks"]))
         engine, replies, job_bytes = pickle.loads(blob)
         slot = ShardSlot(engine, meta["incarnation"], meta["next_seq"], replies, job_bytes, meta["next_offset"])
         self.slots[key] = slot
