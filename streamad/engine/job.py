@@ -88,11 +88,8 @@ class BucketClose:
     event_count: float
     scheduled: list  # the calendars' scheduled events in the bucket, in document order
     requests: list  # [(shard index, CloseRequest)], one per shard that has ever had a series
+    seq: int = -1  # the close's sequence number (its requests carry it)
     replies: dict = field(default_factory=dict)  # remote shards: shard -> CloseReply received so far
-
-    @property
-    def seq(self) -> int | None:
-        return self.requests[0][1].seq if self.requests else None
 
     def complete(self) -> bool:
         return len(self.replies) == len(self.requests)
@@ -451,9 +448,11 @@ class JobEngine:
     def _bucket(self, start: int, interim: bool) -> None:
         close = self.bucket_requests(start, interim)
         if self.remote:
-            self._queue.append(close)
             for i, req in close.requests:
                 self.send(i, "close", req.seq, req.to_bytes())
+            # sent: only who must answer is kept (a replay after a crash builds the requests again)
+            close.requests = [(i, None) for i, _ in close.requests]
+            self._queue.append(close)
             self._drain()
             return
         self.bucket_replies(close, [self._call(i, req) for i, req in close.requests])
@@ -473,9 +472,8 @@ class JobEngine:
     def scored_seq(self) -> int:
         """Every request up to this sequence number has been answered and used."""
         for item in self._queue:
-            seq = item.seq if not isinstance(item, str) else None
-            if seq is not None:
-                return seq - 1
+            if not isinstance(item, str):
+                return item.seq - 1
         return self.close_seq - 1
 
     def defer(self, step: str) -> bool:
@@ -589,7 +587,7 @@ class JobEngine:
         for s in self.active:
             requests.append((s, CloseRequest(seq, start, interim, per_shard.get(s) or [None] * ndet, list(first_times),
                                              skip_update, rules, filters, pop_events)))
-        return BucketClose(start, interim, event_count, scheduled, requests)
+        return BucketClose(start, interim, event_count, scheduled, requests, seq)
 
     def bucket_replies(self, close: BucketClose, replies: list[CloseReply]) -> None:
         """Close a bucket, second half: merge the shards' replies (any order) in series-key order,

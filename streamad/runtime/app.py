@@ -29,7 +29,7 @@ import faust
 import orjson
 
 from streamad.runtime import envelope, lookback, metrics
-from streamad.runtime.processor import JobProcessor, Output
+from streamad.runtime.processor import JobProcessor, Output, chunk_key
 from streamad.runtime.registry import Registry
 from streamad.runtime.results import ResultsIndex
 from streamad.runtime.settings import Settings
@@ -499,7 +499,7 @@ class Worker:
         for k, value in writes:
             self.shard_table[k] = value
         for i in range(len(writes) - 1, old_chunks):
-            self.shard_table.pop(f"{key}\x00{i}", None)
+            self.shard_table.pop(chunk_key(key, i), None)
         await self.app.producer.flush()
         for ev in self.pending.pop(key, []):
             ev.ack()
@@ -538,14 +538,16 @@ class Worker:
             await asyncio.gather(*sent)
         writes = self.processor.snapshot_chunks(job_id)
         old = self._table_get(job_id)
-        old_chunks = orjson.loads(old)["chunks"] if old else 0
+        old_meta = orjson.loads(old) if old else {}
         size = 0
         for key, value in writes:
             self.table[key] = value
             size += len(value or b"")
-        new_chunks = len(writes) - 1
-        for i in range(new_chunks, old_chunks):
-            self.table.pop(f"{job_id}\x00{i}", None)
+        meta = orjson.loads(writes[-1][1])
+        for i in range(meta["chunks"], old_meta.get("chunks", 0)):
+            self.table.pop(chunk_key(job_id, i), None)
+        for i in range(meta.get("held_chunks", 0), old_meta.get("held_chunks", 0)):
+            self.table.pop(chunk_key(job_id, f"held{i}"), None)
         # the changelog must hold the snapshot before its events are acked: otherwise a committed
         # offset can pass a snapshot that a rebalance's table recovery (or a crash) then never sees
         await self.app.producer.flush()

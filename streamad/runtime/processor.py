@@ -13,7 +13,6 @@ bytes plus that offset, split into chunks that fit a Kafka message.
 
 from __future__ import annotations
 
-import base64
 import pickle
 import time
 from collections.abc import Callable
@@ -85,14 +84,16 @@ class JobProcessor:
         chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         if slot.engine is not None and slot.engine.remote:
             slot.acked = slot.engine.scored_seq
+        # held work messages (see `apply`) are chunked too: a long hold can gather many batches
+        held = split_chunks(pickle.dumps(slot.backlog, protocol=5)) if slot.backlog else []
         manifest = orjson.dumps({"chunks": len(chunks), "next_offset": slot.next_offset, "closed": slot.closed,
                                  "start": slot.datafeed_start_ms, "end": slot.datafeed_end_ms,
                                  "sources": slot.sources, "run": slot.run, "bytes": len(blob),
-                                 "acked": slot.acked,
-                                 "backlog": [base64.b64encode(m).decode() for m in slot.backlog]})
+                                 "acked": slot.acked, "held_chunks": len(held)})
         slot.dirty = 0
         slot.last_snapshot = time.monotonic()
-        return [(chunk_key(job_id, i), c) for i, c in enumerate(chunks)] + [(job_id, manifest)]
+        return ([(chunk_key(job_id, i), c) for i, c in enumerate(chunks)]
+                + [(chunk_key(job_id, f"held{i}"), c) for i, c in enumerate(held)] + [(job_id, manifest)])
 
     def load(self, job_id: str, get: Callable[[str], bytes | None]) -> JobSlot | None:
         """Restore a job from table reads (`get(key)`), or None if it has no state."""
@@ -104,7 +105,7 @@ class JobProcessor:
         engine = JobEngine.restore(blob, self._emit, self._dead_letter) if blob else None
         slot = JobSlot(engine, meta["next_offset"], meta["closed"], meta.get("start"), meta.get("end"),
                        dict(meta.get("sources", {})), meta.get("run"),
-                       [base64.b64decode(m) for m in meta.get("backlog", [])], meta.get("acked", -1))
+                       _held(meta, job_id, get), meta.get("acked", -1))
         if engine is not None and engine.remote:
             self._connect(slot, job_id)
         self.slots[job_id] = slot
@@ -330,12 +331,20 @@ def _context(cmd: dict) -> tuple[dict[str, Filter], tuple[Calendar, ...]]:
     return filters, calendars
 
 
+def _held(meta: dict, job_id: str, get: Callable[[str], bytes | None]) -> list[bytes]:
+    """The work messages a snapshot held (none in a snapshot from before shards)."""
+    n = meta.get("held_chunks", 0)
+    if not n:
+        return []
+    return pickle.loads(b"".join(get(chunk_key(job_id, f"held{i}")) or b"" for i in range(n)))
+
+
 def split_chunks(blob: bytes) -> list[bytes]:
     """A snapshot in pieces that each fit a Kafka message (at least one, maybe empty)."""
     return [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
 
 
-def chunk_key(job_id: str, i: int) -> str:
+def chunk_key(job_id: str, i: int | str) -> str:
     return f"{job_id}\x00{i}"
 
 

@@ -151,18 +151,38 @@ def test_sharded_worker_path_equals_streamad_run(name, shards, days):
     assert counts["processed_record_count"] == len(raws)
 
 
+def _work_log(job: dict, raws: list[bytes]) -> list[bytes]:
+    """open, the events with interim flushes among them and an update halfway, close."""
+    log = [envelope.control("open", job=job)]
+    for i, raw in enumerate(raws):
+        log.append(envelope.data(raw))
+        if i % 700 == 699:
+            log.append(envelope.control("flush", calc_interim=True))
+        if i == len(raws) // 2:
+            log.append(envelope.control("update", job={**job, "description": "updated halfway"}))
+    return log + [envelope.control("close")]
+
+
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_sharded_worker_path_is_exact_across_crashes_of_either_side(seed):
     job = _job("multi")
     raws = _events(2)
-    expected = _last_wins(_embedded(job, raws))
+    log = _work_log(job, raws)
+    in_process = JobProcessor()  # the engine with its shards in process, as `streamad run`
+    expected_lines: list[bytes] = []
+    for offset, value in enumerate(log):
+        expected_lines += [o.value for o in in_process.apply("multi", offset, value)
+                           if o.topic in ("results", "annotations")]
+    expected = _last_wins(expected_lines)
+    assert any(b'"is_interim":true' in line for line in expected_lines)
     cluster = Cluster("multi", 4, seed=seed)
-    cluster.work = [envelope.control("open", job=job)] + [envelope.data(r) for r in raws] + [envelope.control("close")]
+    cluster.work = list(log)
     cluster.run(crashes=True)
     assert _last_wins(cluster.results) == expected
     assert not cluster.dead
     counts = [orjson.loads(x) for x in cluster.results if b'_data_counts"' in x][-1]
     assert counts["processed_record_count"] == len(raws) and counts["input_record_count"] == len(raws)
+    assert counts == orjson.loads(in_process.stats_outputs("multi")[0].value)
 
 
 def test_a_control_waits_for_pending_replies_and_the_events_behind_it_too():
