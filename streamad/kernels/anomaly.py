@@ -12,14 +12,29 @@ dimension).
 
 A bucket in an episode then has p_anom, the one-sided-above probability of the episode's features
 (the geometric mean of the joint of the marginals and the joint of the conditionals,
-`features_p`), and its probability becomes exp((1 - alpha) ln p + alpha lambda ln p_anom)
-(`combine`), but never less than p (`probability`; Elastic lets a rare episode lower p too): a
-series whose spikes are routine scores its routine spikes less anomalous, an episode larger than
-those seen before keeps more of its anomalousness, and none is made more anomalous than its
-buckets are. The one departure, because an episode that outlasts those seen before (any
-sustained change not yet accepted as a level shift, §2.6) would otherwise score every bucket
-more anomalous than the last: on NAB (standard profile) the exact combination scores 54.89
-(with the `series.episode_power` stand-in; 48.95 instead of it), this one 57.28 (base 54.71).
+`features_p`, as Elastic's `CMultivariatePrior::probabilityOfLessLikelySamples`), and its raw
+anomaly score (§4.1) becomes (1 - alpha) score(p) + alpha score(p_anom), alpha rising from 0 at
+p = 0.1 to 1/2 at p <= 1e-4 (`combine`), but the probability never less than p (`probability`;
+Elastic lets a rare episode lower p too): a series whose spikes are routine scores its routine
+spikes less anomalous, an episode larger than those seen before keeps more of its
+anomalousness, and none is made more anomalous than its buckets are.
+
+The blend is the one of Elastic 6.5 to 8.0 (`CTimeSeriesAnomalyModel::probability` in
+`lib/maths/CTimeSeriesModel.cc` and the first `lib/maths/time_series/` version). Later versions
+(and ELASTIC_MODEL §3.4) blend log probabilities instead, exp((1 - alpha) ln p + alpha lambda
+ln p_anom) with alpha = 1/2 (1 - x + x y): at p <= 1e-4 that halves -ln p of a routine episode,
+which turns a moderately rare first spike into noise (p_anom = 1: 2e-5 -> 4.5e-3, raw score
+1.75 -> 0.02), while the score blend halves its raw score (-> 1.2e-4, 0.87); for very rare
+buckets the two are close (1e-30: raw 28.7 -> 12.7 by logs, 14.3 by scores; 1e-60: 51.9 -> 28.7
+and 26.0). NAB (standard / low_FP /
+low_FN): log blend 57.28 / 51.00 / 61.83 (48 of 69 windows), score blend 57.91 / 49.71 / 62.90
+(50 windows: the three the log blend had lost come back), 58.42 / 50.04 / 64.26 without the
+former `series.run_power` stand-in (51 windows).
+
+The one departure from Elastic, never lowering p: an episode that outlasts those seen before
+(any sustained change not yet accepted as a level shift, §2.6) would otherwise score every
+bucket more anomalous than the last. NAB: letting it lower p scores 57.55 (score blend), 54.89
+(log blend, with the `series.episode_power` stand-in).
 
 State: columns `AM_START`, `AM_LEN`, `AM_SUM`, `AM_N`, `AM_ABS` (the open episode) and two models
 of `AM_MOD_STRIDE` columns at `AM_MOD`: weight k (the Gaussian precision, which equals the Wishart
@@ -157,16 +172,49 @@ def features_p(k, m1, m2, w11, w12, w22, x1, x2) -> float:
     return min(max(p, DBL_MIN), 1.0) if p == p else 1.0
 
 
+_L4 = -math.log(1e-4)
+_L50 = -math.log(1e-50)
+_LMIN = -math.log(DBL_MIN)
+
+
 @njit(cache=True)
-def combine(p, p_single, p_anom) -> float:
-    """The bucket probability p (< OPEN_P) corrected by p_anom (ELASTIC_MODEL §3.4)."""
-    lam = min(OPEN_P / p_single, 1.0) if p_single > OPEN_P else 1.0
+def raw_score(p) -> float:
+    """Elastic's `CTools::anomalyScore` (ELASTIC_MODEL §4.1, `scoring.rawscore.anomaly_score`)."""
+    if not (p < 0.05):
+        return 0.0
+    p = max(p, DBL_MIN)
+    if p >= 1e-4:
+        return (1.0 / p - 20.0) / (10000.0 - 20.0)
+    lp = -math.log(p)
+    if p >= 1e-50:
+        return 1.0 + 49.0 * (lp - _L4) / (_L50 - _L4)
+    return min(50.0 + 50.0 * (lp - _L50) / (_LMIN - _L50), 100.0)
+
+
+@njit(cache=True)
+def inverse_raw_score(s) -> float:
+    """Elastic's `CTools::inverseAnomalyScore` (`scoring.rawscore.inverse_anomaly_score`)."""
+    if not (s > 0.0):
+        return 1.0
+    if s <= 1.0:
+        return 1.0 / (s * (10000.0 - 20.0) + 20.0)
+    if s <= 50.0:
+        return math.exp(-((s - 1.0) / 49.0 * (_L50 - _L4) + _L4))
+    s = min(s, 100.0)
+    return max(math.exp(-((s - 50.0) / 50.0 * (_LMIN - _L50) + _L50)), DBL_MIN)
+
+
+@njit(cache=True)
+def combine(p, p_anom) -> float:
+    """The bucket probability p (< OPEN_P) corrected by p_anom, as Elastic's
+    `CTimeSeriesAnomalyModel::probability` does it in 6.5 to 8.0: the raw anomaly scores (§4.1) of
+    p and p_anom are blended with alpha = 1/2 min((ln p - ln 0.1) / (ln 1e-4 - ln 0.1), 1) and the
+    result is at most OPEN_P. (ELASTIC_MODEL §3.4 gives the later log-space blend; module
+    docstring.)"""
     lp = math.log(max(p, DBL_MIN))
-    la = math.log(max(p_anom, DBL_MIN))
-    x = max((LOG_B + lp) / (LOG_B - LOG_A), 0.0)
-    y = 1.0 - LOG_B / (LOG_B - la)
-    alpha = 0.5 * (1.0 - x + x * y)
-    return min(max(math.exp((1.0 - alpha) * lp + alpha * lam * la), DBL_MIN), 1.0)
+    alpha = 0.5 * min(max((-lp - LOG_A) / (LOG_B - LOG_A), 0.0), 1.0)
+    s = (1.0 - alpha) * raw_score(p) + alpha * raw_score(p_anom)
+    return min(max(inverse_raw_score(s), DBL_MIN), OPEN_P)
 
 
 @njit(cache=True)
@@ -233,7 +281,7 @@ def probability(S, i, tb, err, p_single, p):
         return p, 1.0
     pa = features_p(k, m1, m2, w11, w12, w22, length, mean_abs)
     # the correction only ever discounts (module docstring: Elastic's also lowers p)
-    return max(combine(p, p_single, pa), p), pa
+    return max(combine(p, pa), p), pa
 
 
 @njit(cache=True)

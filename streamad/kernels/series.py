@@ -49,9 +49,6 @@ JOIN_LOG_BF = 5.0  # log weight below the best at which a candidate joins once i
 # inexperience (no seasonality yet, a thin residual model), not a change of the series
 CHANGE_START = 3.0 * DAY
 Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
-RUN_FULL = 12.0  # buckets of a one-signed run of large errors that are scored at full weight
-RUN_MIN_POWER = 0.1  # the least weight of a bucket deep inside a run
-RUN_NEWS = 1.2  # a bucket beyond this multiple of its run's mean error is news, scored in full
 EP_OPEN = 0.1  # an anomaly episode is open while the bucket probability stays below this (§3.4)
 EP_POWER = 0.5  # weight of log p for an episode bucket that is no more extreme than the episode so far
 EP_NEWS = 1.2  # an episode bucket whose -ln p passes this multiple of the episode's most extreme is news
@@ -523,24 +520,6 @@ def trend_run(idx, k) -> float:
 
 
 @njit(cache=True)
-def run_power(run_len, dev, run_mean) -> float:
-    """Weight of log p for a bucket whose error dev continues a run of run_len large errors with
-    mean error run_mean (same units).
-
-    A sustained change that the model has not (yet) accepted says the same thing bucket after
-    bucket: its first RUN_FULL buckets carry the news, later ones like them count for
-    RUN_FULL / run_len of it, no less than RUN_MIN_POWER (ELASTIC_MODEL §3.4: buckets of an
-    anomaly episode that look like the episode so far are less surprising). An error of the
-    other sign or well beyond the run's mean is news and keeps its full weight.
-    """
-    if not (run_len > RUN_FULL) or not (dev * run_mean > 0.0):
-        return 1.0
-    if abs(dev) > RUN_NEWS * abs(run_mean):
-        return 1.0
-    return max(RUN_FULL / run_len, RUN_MIN_POWER)
-
-
-@njit(cache=True)
 def episode_step(ep, p, dev) -> float:
     """The episode state after a bucket of probability p and residual error dev.
 
@@ -567,7 +546,7 @@ def episode_power(ep, p, dev) -> float:
 
     A bucket that continues an anomaly episode already reported (same sign of error) and is not
     clearly more extreme than the episode's most extreme reported bucket (-ln p beyond EP_NEWS
-    times the episode's, as RUN_NEWS for runs) repeats news already given: its log p counts
+    times the episode's) repeats news already given: its log p counts
     EP_POWER, as Elastic's anomaly model halves log p for an episode like those seen before
     (§3.4). The first bucket of an episode, a clearly more extreme one and one of the other sign
     keep their full weight."""
@@ -641,7 +620,7 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
     """Probability of x[k] for series idx[k] at bucket t (no state change), with typical and 95 % bounds.
 
     p_over[k] is the single- and multi-bucket probability combined, before the anomaly-characteristics
-    model (`anomaly`) and the stand-ins for it (`run_power`, `episode_power`); it and p_single[k]
+    model (`anomaly`) and the stand-in for its repeat discount (`episode_power`); it and p_single[k]
     open, extend and close the anomaly episodes in `update`. p_model[k] is the probability before
     the open anomaly episode discounts a bucket that repeats it (`episode_power`), after the
     anomaly-characteristics model's correction (`anomaly.probability`, as Elastic's normalizers see
@@ -705,9 +684,6 @@ def score(S, P, idx, t, x, vs, use_multi, prob, p_single, p_multi, mbi, typical,
             # the anomaly-characteristics model: a bucket of an episode like those seen before
             # weighs less (ELASTIC_MODEL §3.4, `anomaly.probability`)
             p, _pa = AM.probability(S, i, t / span, (r - loc) / max(math.sqrt(seas_scale), 1.0), ps, p)
-        if S[i, L.CD_LEN] > RUN_FULL and S[i, L.CD_FRAC] > 0.25:
-            run_mean = S[i, L.CD_SUM] / S[i, L.CD_LEN]
-            p = math.exp(math.log(max(p, DBL_MIN)) * run_power(S[i, L.CD_LEN], xs - pred - loc, run_mean))
         p_model[k] = min(max(p, DBL_MIN), 1.0)
         ep_w = episode_power(S[i, L.EP_LP], p, xs - pred - loc)
         if ep_w != 1.0:

@@ -78,13 +78,38 @@ def _ref_features_p(model, x):
     return min(max(math.sqrt(_ref_joint(marg) * _ref_joint(cond)), DBL_MIN), 1.0)
 
 
-def _ref_combine(p, p_single, p_anom):
-    lam = min(OPEN_P / p_single, 1.0) if p_single > OPEN_P else 1.0  # NaN: 1
-    lp, la = math.log(max(p, DBL_MIN)), math.log(max(p_anom, DBL_MIN))
-    x = max((B + lp) / (B - A), 0.0)
-    y = 1.0 - B / (B - la)
-    alpha = 0.5 * (1.0 - x + x * y)
-    return min(max(math.exp((1.0 - alpha) * lp + alpha * lam * la), DBL_MIN), 1.0)
+def _ref_score(p):
+    """Elastic's raw anomaly score (ELASTIC_MODEL §4.1), written out again."""
+    if not (p < 0.05):
+        return 0.0
+    p = max(p, DBL_MIN)
+    if p >= 1e-4:
+        return (1.0 / p - 20.0) / 9980.0
+    if p >= 1e-50:
+        return 1.0 + 49.0 * (-math.log(p) - B) / (50.0 * math.log(10.0) - B)
+    return min(50.0 + 50.0 * (-math.log(p) - 50.0 * math.log(10.0))
+               / (-math.log(DBL_MIN) - 50.0 * math.log(10.0)), 100.0)
+
+
+def _ref_inverse_score(s):
+    lo, hi = DBL_MIN, 1.0  # the score falls as p rises: bisect on log p
+    if not (s > 0.0):
+        return 1.0
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if _ref_score(mid) > s:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+def _ref_combine(p, p_anom):
+    """Elastic 6.5-8.0: raw scores blended, alpha = 1/2 min((ln p - ln 0.1) / (ln 1e-4 - ln 0.1), 1)."""
+    lp = math.log(max(p, DBL_MIN))
+    alpha = 0.5 * min(max((-lp - A) / (B - A), 0.0), 1.0)
+    s = (1.0 - alpha) * _ref_score(p) + alpha * _ref_score(p_anom)
+    return min(max(_ref_inverse_score(s), DBL_MIN), OPEN_P)
 
 
 def _empty_model():
@@ -169,7 +194,7 @@ class RefAnomalyModel:
         if not (model["k"] > 3.0):
             return p, 1.0
         pa = _ref_features_p(model, (ep["length"], ep["mean_abs"]))
-        return max(_ref_combine(p, p_single, pa), p), pa
+        return max(_ref_combine(p, pa), p), pa
 
     def state(self):
         """The kernel's columns, in `EPISODE_COLS` then `MODEL_COLS` order."""
@@ -314,16 +339,26 @@ def test_features_probability_matches_reference(case):
 
 
 def test_combine_matches_formula_and_its_limits():
-    for p in (0.099, 0.05, 1e-3, 1e-4, 1e-6, 1e-30, DBL_MIN, 0.0):
-        for ps in (0.0, 1e-12, 0.01, 0.1, 0.5, 1.0):
-            for pa in (1.0, 0.5, 1e-3, 1e-40, DBL_MIN, 0.0):
-                got = AM.combine(p, ps, pa)
-                want = _ref_combine(p, ps, pa)
-                assert got == pytest.approx(want, rel=1e-12), (p, ps, pa)
-    # an ordinary episode features (p_anom = 1) leave p just below 0.1 as it is; a tiny p is halved
-    # in log (alpha = 1/2)
-    assert AM.combine(0.0999, 0.05, 1.0) == pytest.approx(0.0999, rel=1e-3)
-    assert math.log(AM.combine(1e-20, 1e-20, 1.0)) == pytest.approx(0.5 * math.log(1e-20))
+    for p in (0.099, 0.05, 0.01, 1e-3, 1e-4, 1e-6, 1e-30, 1e-60, 1e-200, DBL_MIN, 0.0):
+        for pa in (1.0, 0.5, 0.04, 1e-3, 1e-40, DBL_MIN, 0.0):
+            got = AM.combine(p, pa)
+            want = _ref_combine(p, pa)
+            assert 0.0 < got <= OPEN_P
+            assert got == pytest.approx(want, rel=1e-9), (p, pa)
+    # raw scores as `scoring.rawscore` has them
+    from streamad.scoring.rawscore import anomaly_score, inverse_anomaly_score
+    for p in (0.2, 0.049, 1e-3, 1e-4, 3e-5, 1e-50, 1e-51, 1e-300, DBL_MIN):
+        assert AM.raw_score(p) == pytest.approx(anomaly_score(p), rel=1e-12)
+        s = anomaly_score(p)
+        assert AM.inverse_raw_score(s) == pytest.approx(inverse_anomaly_score(s), rel=1e-12)
+    # an ordinary episode (p_anom = 1) leaves p just below 0.1 about as it is; a tiny p has its
+    # raw score halved
+    assert AM.combine(0.0999, 1.0) == pytest.approx(0.0999, rel=1e-2)
+    assert anomaly_score(AM.combine(1e-20, 1.0)) == pytest.approx(0.5 * anomaly_score(1e-20), rel=1e-9)
+    assert anomaly_score(AM.combine(2e-5, 1.0)) == pytest.approx(0.5 * anomaly_score(2e-5), rel=1e-9)
+    # a rare episode's features count for half the score
+    assert anomaly_score(AM.combine(1e-20, 1e-40)) == pytest.approx(
+        0.5 * (anomaly_score(1e-20) + anomaly_score(1e-40)), rel=1e-9)
 
 
 def _sequence(n, seed):
@@ -393,7 +428,7 @@ def test_probability_sees_the_episode_as_step_leaves_it():
             if AM.informative(S[0, c]):
                 pa = AM.features_p(*S[0, c:c + 6], S[0, L.AM_LEN], S[0, L.AM_ABS])
                 assert before[1] == pa
-                assert before[0] == max(AM.combine(p, ps, pa), p)
+                assert before[0] == max(AM.combine(p, pa), p)
                 checked += 1
     assert checked > 50
 
@@ -410,7 +445,10 @@ def test_routine_features_get_a_large_p_anom_and_novel_ones_a_small_one():
     routine = AM.probability(S, 0, tb, 10.0, 1e-8, 1e-8)
     bigger = AM.probability(S, 0, tb, 40.0, 1e-8, 1e-8)
     assert routine[1] > 0.1 and bigger[1] < 1e-6
-    assert routine[0] > 1e-5 and bigger[0] < routine[0]
+    # a routine spike keeps half its raw score (ELASTIC_MODEL §4.1), a novel one more
+    from streamad.scoring.rawscore import anomaly_score
+    assert anomaly_score(routine[0]) == pytest.approx(0.5 * anomaly_score(1e-8), rel=1e-3)
+    assert bigger[0] < routine[0]
     # and a second bucket of an episode when every episode so far lasted one bucket: novel length
     AM.step(S, 0, tb, 10.0, 1e-8, 1e-8, 1.0)
     longer = AM.probability(S, 0, tb + 1.0, 10.0, 1e-8, 1e-8)

@@ -106,27 +106,6 @@ def test_joint_probability_matches_reference():
         assert K._joint2(p1, p2, rho) == pytest.approx(max(ref, 2.2250738585072014e-308), rel=1e-6)
 
 
-def _ref_run_power(run_len, dev, run_mean, full=12.0, floor=0.1, news=1.2):
-    """Weight of log p inside a one-signed run of large errors (plain reference)."""
-    if run_len != run_len or run_len <= full or not (dev * run_mean > 0):
-        return 1.0
-    if abs(dev) > news * abs(run_mean):
-        return 1.0
-    return max(full / run_len, floor)
-
-
-def test_run_power_matches_reference():
-    assert (K.RUN_FULL, K.RUN_MIN_POWER, K.RUN_NEWS) == (12.0, 0.1, 1.2)
-    cases = [(0.0, 1.0, 1.0), (12.0, 1.0, 1.0), (13.0, 1.0, 1.0), (24.0, 2.0, 2.0), (24.0, -2.0, -2.0),
-             (24.0, -2.0, 2.0), (24.0, 2.5, 2.0), (24.0, 2.4, 2.0), (500.0, 1.0, 1.0), (math.nan, 1.0, 1.0),
-             (100.0, 0.0, 1.0), (100.0, 1.0, 0.0), (30.0, math.nan, 1.0)]
-    rng = np.random.default_rng(8)
-    cases += [(float(n), float(d), float(m)) for n, d, m in
-              zip(rng.integers(0, 400, 200), rng.normal(0, 3, 200), rng.normal(0, 3, 200))]
-    for run_len, dev, run_mean in cases:
-        assert K.run_power(run_len, dev, run_mean) == pytest.approx(_ref_run_power(run_len, dev, run_mean), rel=1e-15)
-
-
 def test_multi_bucket_feature_is_geometric_mean_of_window():
     S = _row()
     vals = RNG.normal(0, 1, 20)
