@@ -59,7 +59,7 @@ WIN_FILLED = 82  # slots pushed at the current resolution
 WIN_NEXT_TEST = 83  # time of the next periodicity test
 WIN_LEVEL = 84  # resolution: slot length = base slot * 2^level
 EP_LP = 85  # open anomaly episode: sign of its errors x its most extreme -ln p so far; 0 = none
-OUT_RATE = 86  # diagnostic: EW rate of p < 1e-3 updates (far above 1e-3: tails heavier than modelled)
+OUT_RATE = 86  # EW rate of one-tailed p < 1e-3 updates (above 2e-3: outliers recur, `series.outlier_derate`)
 # seasonal components: on flag, period (s), variance fraction explained when added, time added,
 # EW squared prediction error with and without the component (for removal)
 NCOMP = 2

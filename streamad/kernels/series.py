@@ -31,11 +31,12 @@ from streamad.kernels.special import norm_ppf
 DAY = 86400.0
 WEEK3 = 21.0 * DAY
 # Outliers are damped less early in a job (ELASTIC_MODEL §2.1: w_min = 0.01 + 0.49 derate, the derate
-# falling to 0 over 3 weeks). It falls no lower than this, so a far value always keeps a quarter of
-# its early weight (w_min ~ 0.13): recurring spikes and jumps of real data widen the residual model
-# instead of scoring as near-impossible at every recurrence, and a model that has settled on too
-# thin a tail can still learn that it was wrong.
+# falling to 0 over 3 weeks). In a series whose outliers recur (`outlier_derate`) it falls no lower
+# than this, so a far value keeps a quarter of its early weight (w_min ~ 0.13): recurring spikes and
+# jumps of real data widen the residual model instead of scoring as near-impossible at every
+# recurrence, and a model that has settled on too thin a tail can still learn that it was wrong.
 MIN_DERATE = 0.25
+OUT_RATE_MODEL = 2e-3  # rate of one-tailed p < 1e-3 outliers (either side) the residual model predicts
 DBL_MIN = 2.2250738585072014e-308
 EVENT_NONE, EVENT_LEVEL_SHIFT, EVENT_SEASONAL_ADDED, EVENT_SEASONAL_REMOVED = 0, 1, 2, 3
 MB_DECAY = 0.9
@@ -180,6 +181,24 @@ def _outlier_weight(pv, derate) -> float:
     k = -math.log(wmin) / (l5 * (l5 - l3))
     lp = math.log(pv)
     return math.exp(-k * lp * (lp - l3))
+
+
+@njit(cache=True)
+def outlier_derate(age, out_rate, shift_left) -> float:
+    """The derate of the outlier weights (ELASTIC_MODEL §2.1) of a series `age` seconds after its
+    first value, with `out_rate` its rate of outliers (`OUT_RATE`) so far and `shift_left` seconds
+    left of the derate after an accepted level shift (<= 0: none).
+
+    Elastic's falls from 1 to 0 over 3 weeks (w_min 0.5 -> 0.01). Ours stops at MIN_DERATE for a
+    series whose outliers recur: recurring spikes and jumps must widen its residual model instead of
+    scoring as near-impossible at every recurrence. While its outliers are no more frequent than its
+    own residual model's tails predict (one-tailed p < 1e-3 on either side: a rate of
+    OUT_RATE_MODEL = 2e-3), an outlier is not evidence of heavier tails, and it is damped as Elastic
+    damps it."""
+    derate = max(1.0 - age / WEEK3, MIN_DERATE if out_rate > OUT_RATE_MODEL else 0.0)
+    if shift_left > 0.0:
+        derate = max(derate, min(shift_left / (3.0 * DAY), 1.0))
+    return derate
 
 
 @njit(cache=True)
@@ -383,9 +402,7 @@ def update(S, P, idx, t, x, w, vs, events, prob, p_over, p_single) -> None:
             # outlier weight from the one-of-n tail (only when the normal candidate finds it far out)
             sd = PR.ng_scale(S, i, L.NM, 1.0)
             u = (z - S[i, L.NM]) / sd
-            derate = max(1.0 - (t - S[i, L.T_FIRST]) / WEEK3, MIN_DERATE)
-            if S[i, L.DERATE_T] > t:
-                derate = max(derate, min((S[i, L.DERATE_T] - t) / (3.0 * DAY), 1.0))
+            derate = outlier_derate(t - S[i, L.T_FIRST], S[i, L.OUT_RATE], S[i, L.DERATE_T] - t)
             pv = 1.0
             if abs(u) > 3.0:
                 candidate_weights(S, i, integer, wts)

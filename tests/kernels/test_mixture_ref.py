@@ -83,6 +83,32 @@ def test_far_outliers_open_a_mode_and_mode_count_is_bounded():
     assert np.isfinite(S[0, L.MM:L.MM + L.MM_MODES * L.MM_STRIDE]).all()
 
 
+def _ref_outlier_derate(age, out_rate, shift_left):
+    """Plain reference: Elastic's derate (1 -> 0 over 3 weeks), floored at MIN_DERATE only while the
+    series' outlier rate is above the 2e-3 its residual model predicts; an accepted level shift's
+    derate (falling over 3 days) on top."""
+    d = 1.0 - age / (21 * 86400.0)
+    if out_rate > 2e-3:
+        d = max(d, 0.25)
+    else:
+        d = max(d, 0.0)
+    if shift_left > 0.0:
+        d = max(d, min(shift_left / (3 * 86400.0), 1.0))
+    return d
+
+
+def test_outlier_derate_floor_only_for_recurring_outliers():
+    day = 86400.0
+    for age in (0.0, 2 * day, 10 * day, 15.75 * day, 18 * day, 21 * day, 60 * day):
+        for rate in (0.0, 1e-3, 2e-3, 2.0001e-3, 0.01, 0.3):
+            for left in (-5.0, 0.0, 0.5 * day, 2 * day, 4 * day):
+                got = K.outlier_derate(age, rate, left)
+                assert got == pytest.approx(_ref_outlier_derate(age, rate, left), rel=1e-12, abs=1e-15)
+    # after three weeks: rare outliers are damped as Elastic damps them, recurring ones keep the floor
+    assert K._outlier_weight(1e-9, K.outlier_derate(30 * day, 0.0, 0.0)) == pytest.approx(0.01)
+    assert K._outlier_weight(1e-9, K.outlier_derate(30 * day, 0.01, 0.0)) == pytest.approx(0.01 + 0.49 * 0.25)
+
+
 def test_outlier_weight_matches_formula():
     for derate in (0.0, 0.3, 1.0):
         wmin = 0.01 + 0.49 * derate
