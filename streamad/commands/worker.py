@@ -23,8 +23,34 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"streamad worker: {exc}", file=sys.stderr)
         return 2
+    _declare_internal_topics(settings)
     worker = Worker(settings)
     import faust
 
     faust.Worker(worker.app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
+
+
+def _declare_internal_topics(settings) -> None:
+    """Create the work and shards topics before Faust subscribes to them. Faust creates its internal
+    topics itself, but one created a few milliseconds before the consumer group's first assignment
+    can be missing from the broker's metadata then ("Ignoring missing topic"), and the worker then
+    never consumed it (seen for the shards topic: jobs waited for model replies forever)."""
+    import asyncio
+    import logging
+    import time
+
+    from streamad.runtime.registry import ensure_topics, wait_for_topics
+
+    wanted = [(settings.work_topic, settings.partitions, {}), (settings.shards_topic, settings.partitions, {})]
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            asyncio.run(ensure_topics(settings, wanted))
+            asyncio.run(wait_for_topics(settings, [name for name, _, _ in wanted], deadline - time.monotonic()))
+            return
+        except Exception as exc:  # noqa: BLE001 - the broker may still be starting; Faust retries on its own
+            if time.monotonic() > deadline:
+                logging.getLogger("streamad.worker").warning("internal topics not declared ahead: %r", exc)
+                return
+            time.sleep(1.0)

@@ -140,3 +140,21 @@ async def ensure_topics(settings: Settings, topics: list[tuple[str, int, dict]])
                 pass
     finally:
         await admin.close()
+
+
+async def wait_for_topics(settings: Settings, names: list[str], timeout_s: float) -> None:
+    """Wait until the broker's metadata lists every partition of these topics with a leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.client_kwargs())
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + max(timeout_s, 0.0)
+        while True:
+            infos = await admin.describe_topics(names)
+            if all(i.get("error_code", 0) == 0 and i.get("partitions")
+                   and all(p.get("leader", -1) >= 0 for p in i["partitions"]) for i in infos):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics not ready: {names}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
