@@ -493,13 +493,7 @@ class Worker:
         sent = self.inflight.pop(key, [])
         if sent:
             await asyncio.gather(*sent)  # replies delivered before the state that made them is saved
-        writes = self.shard_processor.snapshot_chunks(key)
-        old = self.shard_table.get(key)
-        old_chunks = orjson.loads(old)["chunks"] if old else 0
-        for k, value in writes:
-            self.shard_table[k] = value
-        for i in range(len(writes) - 1, old_chunks):
-            self.shard_table.pop(chunk_key(key, i), None)
+        _write_snapshot(self.shard_table, key, self.shard_processor.snapshot_chunks(key))
         await self.app.producer.flush()
         for ev in self.pending.pop(key, []):
             ev.ack()
@@ -536,18 +530,7 @@ class Worker:
         sent = self.inflight.pop(job_id, [])
         if sent:
             await asyncio.gather(*sent)
-        writes = self.processor.snapshot_chunks(job_id)
-        old = self._table_get(job_id)
-        old_meta = orjson.loads(old) if old else {}
-        size = 0
-        for key, value in writes:
-            self.table[key] = value
-            size += len(value or b"")
-        meta = orjson.loads(writes[-1][1])
-        for i in range(meta["chunks"], old_meta.get("chunks", 0)):
-            self.table.pop(chunk_key(job_id, i), None)
-        for i in range(meta.get("held_chunks", 0), old_meta.get("held_chunks", 0)):
-            self.table.pop(chunk_key(job_id, f"held{i}"), None)
+        size = _write_snapshot(self.table, job_id, self.processor.snapshot_chunks(job_id))
         # the changelog must hold the snapshot before its events are acked: otherwise a committed
         # offset can pass a snapshot that a rebalance's table recovery (or a crash) then never sees
         await self.app.producer.flush()
@@ -651,6 +634,23 @@ class Worker:
         sent = [await self.registry.send(self.settings.work_topic, job_id.encode(), envelope.data(raw), wait=False)
                 for raw in raws]
         await asyncio.gather(*sent)
+
+
+def _write_snapshot(table, key: str, writes: list[tuple[str, bytes | None]]) -> int:
+    """Write a snapshot's chunks and then its manifest (last) to a table, drop the chunks the previous
+    manifest had beyond the new ones; the bytes written."""
+    old = table.get(key)
+    old_meta = orjson.loads(old) if old else {}
+    size = 0
+    for k, value in writes:
+        table[k] = value
+        size += len(value or b"")
+    meta = orjson.loads(writes[-1][1])
+    for i in range(meta["chunks"], old_meta.get("chunks", 0)):
+        table.pop(chunk_key(key, i), None)
+    for i in range(meta.get("held_chunks", 0), old_meta.get("held_chunks", 0)):
+        table.pop(chunk_key(key, f"held{i}"), None)
+    return size
 
 
 class _Lifecycle(faust.Service):

@@ -5,8 +5,9 @@ and publishes what it returns. With `shards` > 0 a job's models live in that man
 shards topic (`runtime.shards`): the engine here gathers and scores, sends each bucket's model
 requests as outputs, and scores the bucket when the last reply has come back through the work log.
 A control that would change the job while buckets wait for replies is held, with everything after
-it (`backlog`), until they are scored: the engine sees the order `streamad run` gives it. Each engine remembers the next offset it expects on its work
-partition; a message below it was already applied (a replay after a crash or a rebalance) and is
+it (`backlog`), until they are scored: the engine sees the order `streamad run` gives it.
+
+Each engine remembers the next offset it expects on its work partition; a message below it was already applied (a replay after a crash or a rebalance) and is
 skipped, so results, models and data_counts never count an event twice. Snapshots are the engine
 bytes plus that offset, split into chunks that fit a Kafka message.
 """
@@ -113,10 +114,14 @@ class JobProcessor:
 
     def _connect(self, slot: JobSlot, job_id: str) -> None:
         """Wire a sharded engine's model requests to outputs on the shards topic."""
+        config: list = [None, None]  # the job the requests carry, as a dict (built once per job update)
+
         def send(shard: int, kind: str, seq: int, body: bytes) -> None:
             engine = slot.engine
+            if config[0] is not engine.job:
+                config[:] = [engine.job, engine.job.to_dict()]
             value = envelope.shard_request(job_id, shard, engine.n_shards, seq, slot.acked, engine.incarnation,
-                                           kind, engine.job.to_dict(), body)
+                                           kind, config[1], body)
             self._out.append(Output("shards", f"{job_id}\x00{shard}", value, None, shard))
         slot.engine.connect(send)
 
@@ -159,7 +164,8 @@ class JobProcessor:
         """Run the steps (stats) that waited for model replies and are due now."""
         if slot.engine is not None and slot.engine.remote:
             for step in slot.engine.take_steps():
-                self._token(slot, job_id, step)
+                if step == "stats":
+                    self._stats(slot, job_id)
 
     def _apply_one(self, slot: JobSlot, job_id: str, kind: str, body) -> None:
         if kind == "data":
@@ -188,13 +194,9 @@ class JobProcessor:
             value = slot.backlog.pop(0)
             self._apply(slot, job_id, *envelope.decode(value))
 
-    def _after(self, slot: JobSlot, job_id: str, token: str) -> None:
-        """Do `token` once the engine's pending model replies are in (now if none is)."""
-        if slot.engine.defer(token):
-            self._token(slot, job_id, token)
-
-    def _token(self, slot: JobSlot, job_id: str, token: str) -> None:
-        if token == "stats":
+    def _stats_after(self, slot: JobSlot, job_id: str) -> None:
+        """The job's stats documents once its pending model replies are in (now if none is)."""
+        if slot.engine.defer("stats"):
             self._stats(slot, job_id)
 
     def _sourced(self, slot: JobSlot, job_id: str, where: str, events) -> None:
@@ -278,7 +280,7 @@ class JobProcessor:
         elif kind == "flush":
             slot.engine.flush(calc_interim=bool(cmd.get("calc_interim")), advance_time=cmd.get("advance_time"),
                               skip_time=cmd.get("skip_time"))
-            self._after(slot, job_id, "stats")
+            self._stats_after(slot, job_id)
         elif kind == "close":
             if not slot.closed:
                 # finish first: it flushes a datafeed aggregation's last summary into its bucket
@@ -286,9 +288,9 @@ class JobProcessor:
                 if slot.datafeed_end_ms is not None:
                     slot.engine.flush(advance_time=slot.datafeed_end_ms / 1000.0)
                 slot.closed = True
-            self._after(slot, job_id, "stats")
+            self._stats_after(slot, job_id)
         elif kind == "stats":
-            self._after(slot, job_id, "stats")
+            self._stats_after(slot, job_id)
         elif kind == "delete":
             # a job created again under this id starts from nothing: positions and range too
             slot.engine = None
