@@ -53,6 +53,7 @@ Z50 = 0.6744897501960817  # half-width of the 50 % normal interval
 EP_OPEN = 0.1  # an anomaly episode is open while the bucket probability stays below this (§3.4)
 EP_POWER = 0.5  # weight of log p for an episode bucket that is no more extreme than the episode so far
 EP_NEWS = 1.2  # an episode bucket whose -ln p passes this multiple of the episode's most extreme is news
+LEV_ERR_BUCKETS = 24.0  # memory, in buckets, of the trend levels' prediction errors that weight them
 MAX_ABS = 1e100  # larger magnitudes are not learned (their squares would overflow) and score as extreme
 
 
@@ -466,7 +467,7 @@ def update(S, P, idx, t, x, w, vs, events, prob, p_over, p_single) -> None:
         # decomposition: the trend follows value - seasonal; each component takes the error
         e = xi - pred
         SE.track_errors(S, i, t, span, e, weight, max(span / (3.0 * DAY), 0.002))
-        TR.update(S, i, P, xi - seas, weight / run, max(span / DAY, 0.005))
+        TR.update(S, i, P, xi - seas, weight / run, 1.0 / LEV_ERR_BUCKETS)
         if SE.comp_on(S, i, 0) or SE.comp_on(S, i, 1):
             d2 = (r / math.sqrt(vcount)) ** 2
             for c in range(L.NCOMP):

@@ -2,7 +2,10 @@
 
 A pragmatic form of Elastic's 8-regression `CTrendComponent` (ELASTIC_MODEL §2.3): each level
 learns at its own rate (about 6 h, 1.5 d, 6 d and 24 d memories, in buckets), each keeps an EW
-mean squared one-step prediction error, and the prediction weights the levels by inverse error.
+mean squared one-step prediction error over the last ~24 buckets (`series.LEV_ERR_BUCKETS`), and
+the prediction weights the levels by inverse error: the level that predicted best lately leads,
+so a series that settles after a burst or moves to a new regime is followed by the fast level
+without waiting a day for the slow levels' old errors to fade.
 Forecasts revert towards the slowest level as the horizon grows past each level's memory.
 """
 
