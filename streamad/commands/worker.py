@@ -24,11 +24,26 @@ def run(args) -> int:
         print(f"streamad worker: {exc}", file=sys.stderr)
         return 2
     _declare_internal_topics(settings)
+    _warm_kernels()
     worker = Worker(settings)
     import faust
 
     faust.Worker(worker.app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
+
+
+def _warm_kernels() -> None:
+    """Load the numba kernels before Faust starts, not in the event loop at the first bucket close
+    and the first snapshot (`streamad.engine.warmup`). A failure only costs that delay later."""
+    import logging
+
+    from streamad.engine.warmup import warm_kernels
+
+    log = logging.getLogger("streamad.worker")
+    try:
+        log.info("numba kernels loaded in %.2f s", warm_kernels())
+    except Exception as exc:  # noqa: BLE001 - the warm-up is an optimisation, never a reason not to start
+        log.warning("kernel warm-up failed: %r", exc)
 
 
 def _declare_internal_topics(settings) -> None:
