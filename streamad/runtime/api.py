@@ -8,6 +8,7 @@ the job's engine); result queries answer from the results index.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import time
 import uuid
 
@@ -158,6 +159,8 @@ class Api:
             await self.registry.put(f"datafeed/{feed[0]}", None)
             await self._drop_lookbacks(feed[0])
         await self.worker.send_control(job_id, "delete")
+        for forecast_id in sorted(self.registry.deleted_forecasts.get(job_id, ())):
+            await self.registry.put(f"forecast/{job_id}/{forecast_id}", None)
         await self.registry.put(f"job/{job_id}", None)
         self.results.drop(job_id)
         return {"acknowledged": True}
@@ -205,6 +208,33 @@ class Api:
         await self.worker.send_control(job_id, "forecast", forecast_id=forecast_id, duration_s=duration,
                                        expires_in_s=expires, create_ms=int(time.time() * 1000))
         return {"acknowledged": True, "forecast_id": forecast_id}
+
+    async def delete_forecast(self, job_id: str, forecast_id: str | None, params: dict) -> dict:
+        """Elastic's DELETE `_forecast[/<ids>]`: ids a comma list (wildcards allowed), `_all`, `*` or
+        none. The deletion is a registry record, so every worker's results index drops the forecast
+        and never indexes it again; the documents already on the results topic stay there."""
+        self._job(job_id)
+        known = self.results.forecasts(job_id)
+        if forecast_id in (None, "", "_all", "*"):
+            ids = sorted(known)
+            if not ids and not _bool(params.get("allow_no_forecasts", True)):
+                raise ApiError(404, "resource_not_found_exception",
+                               f"No forecast(s) [_all] exists for job [{job_id}]")
+        else:
+            wanted = [f.strip() for f in forecast_id.split(",") if f.strip()]
+            missing = [w for w in wanted if not any(fnmatch.fnmatchcase(f, w) for f in known)]
+            if missing:
+                raise ApiError(404, "resource_not_found_exception",
+                               f"No forecast(s) [{','.join(missing)}] exists for job [{job_id}]")
+            ids = sorted(f for f in known if any(fnmatch.fnmatchcase(f, w) for w in wanted))
+        running = [f for f in ids if known[f].get("forecast_status") not in ("finished", "failed")]
+        if running:
+            raise ApiError(409, "status_exception", f"Forecast(s) [{','.join(running)}] for job [{job_id}] "
+                                                    "needs to be either FAILED or FINISHED to be deleted")
+        for f in ids:
+            await self.registry.put(f"forecast/{job_id}/{f}", {"deleted_ms": int(time.time() * 1000)})
+        self.results.delete_forecasts(job_id, ids)
+        return {"acknowledged": True}
 
     def stats(self, job_id: str | None) -> dict:
         ids = sorted(self.registry.jobs) if job_id in (None, "_all", "*") else job_id.split(",")
@@ -471,6 +501,18 @@ def install(worker) -> None:
         async def post(self, request, job_id):
             async def go():
                 return await api.forecast(job_id, await _params(request))
+            return await respond(self, go)
+
+        async def delete(self, request, job_id):
+            async def go():
+                return await api.delete_forecast(job_id, None, await _params(request))
+            return await respond(self, go)
+
+    @app.page("/_ml/anomaly_detectors/{job_id}/_forecast/{forecast_id}")
+    class ForecastById(View):
+        async def delete(self, request, job_id, forecast_id):
+            async def go():
+                return await api.delete_forecast(job_id, forecast_id, await _params(request))
             return await respond(self, go)
 
     @app.page("/_ml/anomaly_detectors/{job_id}/_update")

@@ -50,6 +50,7 @@ class Worker:
         self.settings = settings
         self.registry = Registry(settings)
         self.results = ResultsIndex(settings)
+        self.registry.listeners.append(self._registry_changed)
         # a job's models live in `partitions` shards on the shards topic (one per partition), keyed by
         # the partition value: the detector agent gathers and scores, shard agents model
         self.processor = JobProcessor(self._on_event, shards=settings.partitions)
@@ -562,12 +563,23 @@ class Worker:
                     ticked.add(partition)
                     await self.shards_topic.send(key=b"tick", value=envelope.control("tick"), partition=partition)
 
+    def _registry_changed(self, kind: str, ident: str) -> None:
+        """A forecast deleted through any worker leaves this one's results index too (the registry
+        is read before the results topic, so a replay never indexes it again)."""
+        if kind == "forecast":
+            job_id, _, forecast_id = ident.partition("/")
+            if forecast_id in self.registry.deleted_forecasts.get(job_id, ()):
+                self.results.delete_forecasts(job_id, [forecast_id])
+
     async def _retention(self) -> None:
-        """Results older than a job's results_retention_days leave the results index."""
+        """Results older than a job's results_retention_days leave the results index, and so do
+        forecasts past their expiry."""
+        now_ms = int(time.time() * 1000)
         for job_id, entry in list(self.registry.jobs.items()):
             days = entry["config"].get("results_retention_days")
             if days:
                 self.results.prune(job_id, int(days))
+            self.results.expire_forecasts(job_id, now_ms)
 
     async def _lag(self) -> None:
         consumer = self.app.consumer

@@ -29,6 +29,7 @@ class Registry:
         self.lookbacks: dict[str, dict] = {}  # full key -> {"next": offset, "done": bool}
         self.filters: dict[str, dict] = {}
         self.calendars: dict[str, dict] = {}
+        self.deleted_forecasts: dict[str, set[str]] = {}  # job_id -> forecast ids (DELETE _forecast)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._position = -1
@@ -82,6 +83,16 @@ class Registry:
                 self.lookbacks.pop(key, None)
             else:
                 self.lookbacks[key] = orjson.loads(value)
+            return
+        if kind == "forecast":  # forecast/<job_id>/<forecast_id>: deleted (a tombstone forgets it)
+            job_id, _, forecast_id = ident.partition("/")
+            ids = self.deleted_forecasts.setdefault(job_id, set())
+            if value is None:
+                ids.discard(forecast_id)
+            else:
+                ids.add(forecast_id)
+            for fn in self.listeners:
+                fn(kind, ident)
             return
         table = {"job": self.jobs, "datafeed": self.datafeeds, "filter": self.filters,
                  "calendar": self.calendars}.get(kind)

@@ -20,6 +20,7 @@ class ResultsIndex:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.docs: dict[str, dict[str, dict]] = {}  # job_id -> _id -> doc
+        self.deleted_forecasts: set[tuple[str, str]] = set()  # (job_id, forecast_id): never indexed again
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
@@ -53,8 +54,15 @@ class ResultsIndex:
             batches = await self._consumer.getmany(timeout_ms=500)
             for _tp, messages in batches.items():
                 for m in messages:
-                    doc = orjson.loads(m.value)
-                    self.docs.setdefault(doc.get("job_id", ""), {})[doc.get("_id", "")] = doc
+                    self.add(orjson.loads(m.value))
+
+    def add(self, doc: dict) -> None:
+        """Index a document (the last one per `_id` wins); a deleted forecast's stay out."""
+        job_id = doc.get("job_id", "")
+        forecast_id = doc.get("forecast_id")
+        if forecast_id is not None and (job_id, forecast_id) in self.deleted_forecasts:
+            return
+        self.docs.setdefault(job_id, {})[doc.get("_id", "")] = doc
 
     def drop(self, job_id: str) -> None:
         self.docs.pop(job_id, None)
@@ -75,6 +83,30 @@ class ResultsIndex:
         for k in old:
             del docs[k]
         return len(old)
+
+    def forecasts(self, job_id: str) -> dict[str, dict]:
+        """A job's forecasts by id: their request stats documents."""
+        return {d["forecast_id"]: d for d in self.of_type(job_id, "model_forecast_request_stats")}
+
+    def delete_forecasts(self, job_id: str, forecast_ids) -> int:
+        """Forget these forecasts' documents (`model_forecast` and request stats), and keep them out
+        when the results topic is read again (DELETE _forecast; expiry). Returns how many went."""
+        ids = set(forecast_ids)
+        self.deleted_forecasts.update((job_id, f) for f in ids)
+        docs = self.docs.get(job_id, {})
+        gone = [k for k, d in docs.items() if d.get("forecast_id") in ids]
+        for k in gone:
+            del docs[k]
+        return len(gone)
+
+    def expire_forecasts(self, job_id: str, now_ms: int) -> list[str]:
+        """Delete the forecasts whose `forecast_expiry_timestamp` has passed (Elastic's daily
+        maintenance deletes them); every worker computes the same from the wall clock."""
+        ids = sorted(f for f, d in self.forecasts(job_id).items()
+                     if d.get("forecast_expiry_timestamp") is not None and d["forecast_expiry_timestamp"] <= now_ms)
+        if ids:
+            self.delete_forecasts(job_id, ids)
+        return ids
 
     def of_type(self, job_id: str, result_type: str) -> list[dict]:
         return [d for d in self.docs.get(job_id, {}).values() if d.get("result_type") == result_type]

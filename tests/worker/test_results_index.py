@@ -23,3 +23,30 @@ def test_results_older_than_the_retention_leave_the_index_and_the_rest_stays():
     assert list(index.docs["k"]) == ["k0"]  # other jobs untouched
     assert index.prune("j", 3) == 0
     assert index.prune("nope", 3) == 0
+
+
+def test_deleted_and_expired_forecasts_leave_the_index_and_stay_out_when_read_again():
+    index = ResultsIndex(Settings())
+
+    def forecast(fid, expiry=None):
+        stats = {"_id": f"j_model_forecast_request_stats_{fid}", "job_id": "j", "forecast_id": fid,
+                 "result_type": "model_forecast_request_stats", "forecast_status": "finished"}
+        if expiry is not None:
+            stats["forecast_expiry_timestamp"] = expiry
+        return [{"_id": f"j_model_forecast_{fid}_{t}", "job_id": "j", "forecast_id": fid,
+                 "result_type": "model_forecast", "timestamp": t} for t in (1, 2)] + [stats]
+
+    docs = forecast("a", expiry=500) + forecast("b") + forecast("c", expiry=2000)
+    docs.append({"_id": "b1", "job_id": "j", "result_type": "bucket", "timestamp": 1})
+    for doc in docs:
+        index.add(doc)
+    assert sorted(index.forecasts("j")) == ["a", "b", "c"]
+    assert index.delete_forecasts("j", ["b"]) == 3
+    assert sorted(index.forecasts("j")) == ["a", "c"]
+    for doc in docs:  # the results topic read again (a restart): b stays out
+        index.add(doc)
+    assert sorted(index.forecasts("j")) == ["a", "c"]
+    assert index.expire_forecasts("j", 1000) == ["a"]
+    assert sorted(index.forecasts("j")) == ["c"] and index.expire_forecasts("j", 1000) == []
+    assert sorted(index.docs["j"]) == ["b1", "j_model_forecast_c_1", "j_model_forecast_c_2",
+                                       "j_model_forecast_request_stats_c"]

@@ -505,6 +505,30 @@ def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
             return got if got["total"] == 1 else None
         got = wait_for(stats, 60, "the forecast's request stats")
         assert got["forecasted_jobs"] == 1 and got["records"]["total"] == 24 and got["status"] == {"finished": 1}
+        forecast_id = body["forecast_id"]
+
+        # DELETE _forecast: unknown ids are 404; the forecast leaves every results index for good
+        status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/nope,{forecast_id}")
+        assert status == 404 and "[nope]" in err["error"]["reason"], err
+        status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/nope/_forecast/{forecast_id}")
+        assert status == 404, err
+        assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/{forecast_id}") == (200, {"acknowledged": True})
+        assert http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["forecasts_stats"]["total"] == 0
+        assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast") == (200, {"acknowledged": True})
+        status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/_all?allow_no_forecasts=false")
+        assert status == 404 and "[_all]" in err["error"]["reason"], err
+        # a second forecast, then a restart: the index is rebuilt from the topics without the first
+        status, body = http("POST", f"{url}/_ml/anomaly_detectors/fc/_forecast", {"duration": "2h"})
+        assert status == 200
+        wait_for(stats, 60, "the second forecast's request stats")
+        worker.stop()
+        worker = WorkerProc(worker_env(kafka_bootstrap, run), tmp_path / "w", tmp_path / "w.log").start()
+        url = worker.url
+        # one job's results share a partition: once the second forecast is back, so is all before it
+        got = wait_for(lambda: (http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]
+                                ["forecasts_stats"] or {}).get("total") or None, 60, "the second forecast after a restart")
+        got = http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["forecasts_stats"]
+        assert got["total"] == 1 and got["records"]["total"] == 2, got  # the first one's 24 stay deleted
     finally:
         worker.stop()
 
