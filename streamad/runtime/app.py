@@ -95,7 +95,8 @@ class Worker:
             producer_max_request_size=4 * 1024 * 1024, producer_linger=PRODUCER_LINGER_S,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False, topic_allow_declare=True, broker_session_timeout=s.session_timeout,
-            broker_heartbeat_interval=min(3.0, s.session_timeout / 5), **extra,
+            broker_heartbeat_interval=min(3.0, s.session_timeout / 5),
+            consumer_metadata_max_age_ms=int(s.metadata_max_age * 1000), **extra,
         )
         self.work_topic = app.topic(s.work_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
                                     key_serializer="raw", partitions=s.partitions, internal=True)

@@ -36,6 +36,9 @@ class Settings:
     ssl_cafile: str = ""
     static_member_id: str = ""  # Kafka static membership (a restart keeps its partitions)
     session_timeout: float = 30.0  # seconds before a silent worker's partitions move
+    # how often the consumer refreshes topic metadata: an input topic created after the worker
+    # started (or given partitions) is read from then on (Kafka's default, 5 min, left it unread)
+    metadata_max_age: float = 30.0
 
     @property
     def bootstrap(self) -> str:
@@ -64,6 +67,8 @@ class Settings:
             s = cls(**{**kw, "broker": ";".join(f"kafka://{b}" for b in s.broker.split(","))})
         if s.partitions < 1 or not (0 < s.web_port < 65536):
             raise ValueError("STREAMAD_PARTITIONS must be >= 1 and STREAMAD_WEB_PORT a port number")
+        if not (1.0 <= s.metadata_max_age <= 3600.0):
+            raise ValueError("STREAMAD_METADATA_MAX_AGE must be between 1 and 3600 seconds")
         return s
 
     def client_kwargs(self) -> dict:

@@ -533,6 +533,31 @@ def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
         worker.stop()
 
 
+def test_an_input_topic_created_after_the_worker_started_is_read(kafka_bootstrap, tmp_path):
+    """The consumer group subscribed to the input topic before it existed ("Ignoring missing
+    topic"): the topic is picked up at the next metadata refresh (STREAMAD_METADATA_MAX_AGE), not
+    after Kafka's default 5 minutes, and its events reach the job."""
+    run = uuid.uuid4().hex[:8]
+    worker = WorkerProc(worker_env(kafka_bootstrap, run, STREAMAD_METADATA_MAX_AGE="3"),
+                        tmp_path / "w", tmp_path / "w.log").start()
+    try:
+        body = {"analysis_config": {"bucket_span": "1h", "detectors": [{"function": "count"}]},
+                "data_description": {"time_field": "timestamp", "time_format": "epoch"},
+                "datafeed_config": {"indices": [f"in-{run}"]}}
+        assert http("PUT", f"{worker.url}/_ml/anomaly_detectors/late", body)[0] == 200
+        assert http("POST", f"{worker.url}/_ml/anomaly_detectors/late/_open")[0] == 200
+        assert http("POST", f"{worker.url}/_ml/datafeeds/datafeed-late/_start")[0] == 200
+        now = int(time.time())  # a real-time datafeed: events from now on
+        produce(kafka_bootstrap, f"in-{run}", [orjson.dumps({"timestamp": now + 60 * i}) for i in range(150)])
+
+        def processed():
+            counts = http("GET", f"{worker.url}/_ml/anomaly_detectors/late/_stats")[1]["jobs"][0]["data_counts"]
+            return counts.get("processed_record_count") == 150 or None
+        wait_for(processed, 45, "the late topic's 150 events in the job's data_counts")
+    finally:
+        worker.stop()
+
+
 def test_a_started_datafeed_on_a_closed_job_is_stopped(kafka_bootstrap, tmp_path):
     """The state a kill -9 can leave between closing a job at its datafeed's end and stopping the
     datafeed (written here straight into the registry topic): the worker stops the datafeed."""
