@@ -8,7 +8,6 @@ the job's engine); result queries answer from the results index.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import time
 import uuid
 
@@ -159,10 +158,11 @@ class Api:
             await self.registry.put(f"datafeed/{feed[0]}", None)
             await self._drop_lookbacks(feed[0])
         await self.worker.send_control(job_id, "delete")
-        for forecast_id in sorted(self.registry.deleted_forecasts.get(job_id, ())):
-            await self.registry.put(f"forecast/{job_id}/{forecast_id}", None)
         await self.registry.put(f"job/{job_id}", None)
         self.results.drop(job_id)
+        # after the job's own tombstone: a crash between the two leaves only harmless records
+        for forecast_id in sorted(self.registry.deleted_forecasts.get(job_id, ())):
+            await self.registry.put(f"forecast/{job_id}/{forecast_id}", None)
         return {"acknowledged": True}
 
     def _opened(self, job_id: str) -> dict:
@@ -210,23 +210,23 @@ class Api:
         return {"acknowledged": True, "forecast_id": forecast_id}
 
     async def delete_forecast(self, job_id: str, forecast_id: str | None, params: dict) -> dict:
-        """Elastic's DELETE `_forecast[/<ids>]`: ids a comma list (wildcards allowed), `_all`, `*` or
-        none. The deletion is a registry record, so every worker's results index drops the forecast
-        and never indexes it again; the documents already on the results topic stay there."""
+        """Elastic's DELETE `_forecast[/<ids>]`: ids a comma list, `_all`, `*` or none (all). As
+        Elastic, what matches is deleted and only no match at all is a 404 (with `_all` / `*`,
+        unless `allow_no_forecasts`). The deletion is a registry record, so every worker's results
+        index drops the forecast and never indexes it again; the documents on the results topic
+        stay there."""
         self._job(job_id)
         known = self.results.forecasts(job_id)
-        if forecast_id in (None, "", "_all", "*"):
+        everything = forecast_id in (None, "", "_all", "*")
+        if everything:
             ids = sorted(known)
-            if not ids and not _bool(params.get("allow_no_forecasts", True)):
-                raise ApiError(404, "resource_not_found_exception",
-                               f"No forecast(s) [_all] exists for job [{job_id}]")
         else:
-            wanted = [f.strip() for f in forecast_id.split(",") if f.strip()]
-            missing = [w for w in wanted if not any(fnmatch.fnmatchcase(f, w) for f in known)]
-            if missing:
-                raise ApiError(404, "resource_not_found_exception",
-                               f"No forecast(s) [{','.join(missing)}] exists for job [{job_id}]")
-            ids = sorted(f for f in known if any(fnmatch.fnmatchcase(f, w) for w in wanted))
+            ids = sorted({f.strip() for f in forecast_id.split(",") if f.strip() in known})
+        if not ids:
+            if everything and _bool(params.get("allow_no_forecasts", True)):
+                return {"acknowledged": True}
+            raise ApiError(404, "resource_not_found_exception",
+                           f"No forecast(s) [{forecast_id or '_all'}] exists for job [{job_id}]")
         running = [f for f in ids if known[f].get("forecast_status") not in ("finished", "failed")]
         if running:
             raise ApiError(409, "status_exception", f"Forecast(s) [{','.join(running)}] for job [{job_id}] "

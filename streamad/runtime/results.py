@@ -9,6 +9,7 @@ topic into Elasticsearch and query there.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -57,12 +58,17 @@ class ResultsIndex:
                     self.add(orjson.loads(m.value))
 
     def add(self, doc: dict) -> None:
-        """Index a document (the last one per `_id` wins); a deleted forecast's stay out."""
+        """Index a document (the last one per `_id` wins); a deleted forecast's stay out, and an
+        expired forecast goes when its request stats (its last document) arrive."""
         job_id = doc.get("job_id", "")
         forecast_id = doc.get("forecast_id")
         if forecast_id is not None and (job_id, forecast_id) in self.deleted_forecasts:
             return
         self.docs.setdefault(job_id, {})[doc.get("_id", "")] = doc
+        expiry = doc.get("forecast_expiry_timestamp")
+        if expiry is not None and doc.get("result_type") == "model_forecast_request_stats" \
+                and expiry <= time.time() * 1000:
+            self.delete_forecasts(job_id, [forecast_id])
 
     def drop(self, job_id: str) -> None:
         self.docs.pop(job_id, None)
@@ -138,7 +144,8 @@ def query(docs: list[dict], params: dict, score_field: str, default_sort: str) -
 
 
 def _bool(v) -> bool:
-    return v is True or (isinstance(v, str) and v.lower() == "true")
+    """A boolean request parameter as Elasticsearch reads it: a bare `?flag` (empty value) is true."""
+    return v is True or (isinstance(v, str) and v.lower() in ("true", ""))
 
 
 def _time_ms(v) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from streamad.runtime.results import ResultsIndex
 from streamad.runtime.settings import Settings
 
@@ -36,7 +38,8 @@ def test_deleted_and_expired_forecasts_leave_the_index_and_stay_out_when_read_ag
         return [{"_id": f"j_model_forecast_{fid}_{t}", "job_id": "j", "forecast_id": fid,
                  "result_type": "model_forecast", "timestamp": t} for t in (1, 2)] + [stats]
 
-    docs = forecast("a", expiry=500) + forecast("b") + forecast("c", expiry=2000)
+    now = int(time.time() * 1000)
+    docs = forecast("a", expiry=now + 500) + forecast("b") + forecast("c", expiry=now + 2000)
     docs.append({"_id": "b1", "job_id": "j", "result_type": "bucket", "timestamp": 1})
     for doc in docs:
         index.add(doc)
@@ -46,7 +49,22 @@ def test_deleted_and_expired_forecasts_leave_the_index_and_stay_out_when_read_ag
     for doc in docs:  # the results topic read again (a restart): b stays out
         index.add(doc)
     assert sorted(index.forecasts("j")) == ["a", "c"]
-    assert index.expire_forecasts("j", 1000) == ["a"]
-    assert sorted(index.forecasts("j")) == ["c"] and index.expire_forecasts("j", 1000) == []
+    assert index.expire_forecasts("j", now + 1000) == ["a"]
+    assert sorted(index.forecasts("j")) == ["c"] and index.expire_forecasts("j", now + 1000) == []
     assert sorted(index.docs["j"]) == ["b1", "j_model_forecast_c_1", "j_model_forecast_c_2",
                                        "j_model_forecast_request_stats_c"]
+
+
+def test_a_forecast_already_expired_when_read_again_is_not_indexed():
+    """After a restart the results topic is read again: a forecast that expired meanwhile goes as
+    soon as its request stats (its last document) arrive, not at the next retention check."""
+    index = ResultsIndex(Settings())
+    past, future = int(time.time() * 1000) - 1, int(time.time() * 1000) + 3_600_000
+    for fid, expiry in (("old", past), ("new", future)):
+        index.add({"_id": f"j_model_forecast_{fid}_1", "job_id": "j", "forecast_id": fid,
+                   "result_type": "model_forecast", "timestamp": 1})
+        index.add({"_id": f"j_model_forecast_request_stats_{fid}", "job_id": "j", "forecast_id": fid,
+                   "result_type": "model_forecast_request_stats", "forecast_status": "finished",
+                   "forecast_expiry_timestamp": expiry})
+    assert sorted(index.forecasts("j")) == ["new"]
+    assert sorted(index.docs["j"]) == ["j_model_forecast_new_1", "j_model_forecast_request_stats_new"]

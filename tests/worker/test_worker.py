@@ -507,14 +507,19 @@ def test_forecast_api_projects_an_open_job(kafka_bootstrap, tmp_path):
         assert got["forecasted_jobs"] == 1 and got["records"]["total"] == 24 and got["status"] == {"finished": 1}
         forecast_id = body["forecast_id"]
 
-        # DELETE _forecast: unknown ids are 404; the forecast leaves every results index for good
-        status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/nope,{forecast_id}")
+        # DELETE _forecast (as Elastic: what matches goes, no match at all is a 404); the forecast
+        # leaves every results index for good
+        status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/nope")
         assert status == 404 and "[nope]" in err["error"]["reason"], err
         status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/nope/_forecast/{forecast_id}")
         assert status == 404, err
-        assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/{forecast_id}") == (200, {"acknowledged": True})
+        assert http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["forecasts_stats"]["total"] == 1
+        assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/nope,{forecast_id}") == \
+            (200, {"acknowledged": True})
         assert http("GET", f"{url}/_ml/anomaly_detectors/fc/_stats")[1]["jobs"][0]["forecasts_stats"]["total"] == 0
         assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast") == (200, {"acknowledged": True})
+        assert http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast?allow_no_forecasts") == \
+            (200, {"acknowledged": True})  # a bare boolean parameter is true, as in Elasticsearch
         status, err = http("DELETE", f"{url}/_ml/anomaly_detectors/fc/_forecast/_all?allow_no_forecasts=false")
         assert status == 404 and "[_all]" in err["error"]["reason"], err
         # a second forecast, then a restart: the index is rebuilt from the topics without the first
