@@ -75,15 +75,24 @@ def _keywords(base):
 
 
 class FieldGetter:
-    __slots__ = ("path", "_parts", "_keyword_base")
+    __slots__ = ("path", "_parts", "_keyword_base", "_top_keyword")
 
     def __init__(self, path: str):
         self.path = path
         self._parts = tuple(path.split("."))
         self._keyword_base = FieldGetter(path[: -len(".keyword")]) if path.endswith(".keyword") and len(path) > 8 else None
+        # "X.keyword" with X a top-level key: the common case of a keyword field (e.g.
+        # response.keyword), answered without the walk when X holds no object or array
+        self._top_keyword = self._parts[0] if self._keyword_base is not None and len(self._parts) == 2 else None
 
     def __call__(self, doc: dict):
         value = doc.get(self.path, MISSING)
+        if value is MISSING and self._top_keyword is not None:
+            base = doc.get(self._top_keyword, MISSING)
+            kind = type(base)
+            if kind is not dict and kind is not list:
+                # no object to walk into: the walk finds nothing and the keyword form of X is it
+                return MISSING if base is MISSING or base is None else keyword_string(base)
         if value is MISSING and len(self._parts) > 1:
             value = _walk(doc, self._parts, 0)
         if value is MISSING and self._keyword_base is not None:

@@ -220,3 +220,21 @@ def test_query_predicate_never_raises(value):
     doc = {"time": value, "host": value, "value": value, "extra": value}
     assert PREDICATE(doc) in (True, False)
     assert PREDICATE({"host": value}) in (True, False)
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                     st.floats(allow_nan=False, allow_infinity=False, width=32), st.text(max_size=3))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["keyword", "b", "x"]), inner, max_size=3)),
+    max_leaves=8)
+_DOCS = st.dictionaries(st.sampled_from(["a", "a.keyword", "b", "a.b", "c"]), _VALUES, max_size=4)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS, path=st.sampled_from(["a.keyword", "b.keyword", "c.keyword", "a.b.keyword", "a", "a.b"]))
+def test_keyword_fast_path_matches_the_walk(doc, path):
+    """`X.keyword` answered without the walk (X top-level and no object or array) equals the walk."""
+    fast = FieldGetter(path)
+    slow = FieldGetter(path)
+    slow._top_keyword = None  # the general path: literal key, walk, keyword form of the base
+    assert repr(fast(doc)) == repr(slow(doc)), (doc, path)
