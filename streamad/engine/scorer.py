@@ -273,9 +273,8 @@ class JobScorer:
             doc["partition_field_name"], doc["partition_field_value"] = lf.partition
         doc["function"] = lf.function
         doc["function_description"] = lf.function_description
-        if lf.function_description != "rare" or True:
-            doc["typical"] = [_r(v) for v in lf.typical]
-            doc["actual"] = [_r(v) for v in lf.actual]
+        doc["typical"] = [_r(v) for v in lf.typical]  # rare records carry them too, as Elastic's do
+        doc["actual"] = [_r(v) for v in lf.actual]
         if lf.field_name:
             doc["field_name"] = lf.field_name
         if lf.over:
