@@ -38,16 +38,31 @@ def count_per_sample(bucket_span: int) -> int:
 
 
 class Digest:
-    """Weighted sorted centroids over integer keys (score x 1000); merges the lightest neighbours."""
+    """Weighted sorted centroids over integer keys (score x 1000); merges the lightest neighbours.
 
-    __slots__ = ("keys", "weights", "total")
+    Prefix sums of the weights are kept between changes (`_prefix`, left-to-right sums exactly as
+    `sum(weights[:i])` adds them), so a normalization pass over a window of results costs a few
+    bisections per score instead of sums over every centroid. They are not part of the state."""
+
+    __slots__ = ("keys", "weights", "total", "_prefix")
 
     def __init__(self):
         self.keys: list[int] = []
         self.weights: list[float] = []
         self.total = 0.0
+        self._prefix: list[float] | None = None
+
+    def __getstate__(self):
+        # what the default pickling of the three data slots gives: snapshots stay as they were
+        return None, {"keys": self.keys, "weights": self.weights, "total": self.total}
+
+    def __setstate__(self, state) -> None:
+        slots = state[1] if isinstance(state, tuple) else state
+        self.keys, self.weights, self.total = slots["keys"], slots["weights"], slots["total"]
+        self._prefix = None
 
     def add(self, key: int, weight: float = 1.0) -> None:
+        self._prefix = None
         i = bisect.bisect_left(self.keys, key)
         if i < len(self.keys) and self.keys[i] == key:
             self.weights[i] += weight
@@ -73,31 +88,39 @@ class Digest:
         del self.weights[best]
 
     def age(self, factor: float) -> None:
+        self._prefix = None
         self.weights = [w * factor for w in self.weights]
         self.total *= factor
+
+    def _sums(self) -> list[float]:
+        """prefix[i] = sum(weights[:i]), added left to right as `sum` does."""
+        prefix = self._prefix
+        if prefix is None:
+            prefix = [0]  # `sum` starts from the int 0, so an empty slice sums to 0 as it does there
+            acc = 0
+            for w in self.weights:
+                acc = acc + w
+                prefix.append(acc)
+            self._prefix = prefix
+        return prefix
 
     def fraction_below(self, key: int) -> float:
         if self.total <= 0.0:
             return 0.0
-        i = bisect.bisect_left(self.keys, key)
-        return sum(self.weights[:i]) / self.total
+        return self._sums()[bisect.bisect_left(self.keys, key)] / self.total
 
     def fraction_at_or_below(self, key: int) -> float:
         if self.total <= 0.0:
             return 0.0
-        i = bisect.bisect_right(self.keys, key)
-        return sum(self.weights[:i]) / self.total
+        return self._sums()[bisect.bisect_right(self.keys, key)] / self.total
 
     def quantile(self, q: float) -> int:
         if not self.keys:
             return 0
         target = q * self.total
-        acc = 0.0
-        for k, w in zip(self.keys, self.weights):
-            acc += w
-            if acc >= target:
-                return k
-        return self.keys[-1]
+        # the first centroid whose running weight reaches the target (weights are not negative)
+        j = bisect.bisect_left(self._sums(), target, 1) - 1
+        return self.keys[j] if j < len(self.keys) else self.keys[-1]
 
     def to_state(self) -> list:
         return [self.keys[:], [float(w) for w in self.weights], float(self.total)]

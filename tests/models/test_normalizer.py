@@ -66,3 +66,38 @@ def test_state_round_trips_and_continues_identically():
     for p in rng.uniform(0.0, 0.1, 100):
         assert _bucket(a, float(p)) == _bucket(b, float(p))
     assert b.to_state() == a.to_state()
+
+
+def test_digest_queries_equal_plain_sums_through_adds_ages_and_pickles():
+    """The digest's cached prefix sums answer exactly as sums over its centroids do, however the
+    adds, compressions, agings and pickle round trips interleave."""
+    import bisect
+    import pickle
+    import random
+
+    from streamad.scoring.normalizer import Digest
+
+    def reference(d, key, q):
+        below = sum(d.weights[:bisect.bisect_left(d.keys, key)]) / d.total
+        at = sum(d.weights[:bisect.bisect_right(d.keys, key)]) / d.total
+        acc, quant = 0.0, d.keys[-1]
+        for k, w in zip(d.keys, d.weights):
+            acc += w
+            if acc >= q * d.total:
+                quant = k
+                break
+        return below, at, quant
+
+    rng = random.Random(7)
+    d = Digest()
+    d.add(0)
+    for _ in range(4000):
+        op = rng.random()  # each change comes after a query, so a stale cache would be read
+        if op < 0.8:
+            d.add(rng.choice([0, 0, 0, rng.randrange(1, 100_000)]), rng.choice([1.0, 0.5, 2.0]))
+        elif op < 0.95:
+            d.age(rng.choice([0.97, 0.5]))
+        else:
+            d = pickle.loads(pickle.dumps(d))
+        key, q = rng.randrange(0, 100_000), rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
+        assert (d.fraction_below(key), d.fraction_at_or_below(key), d.quantile(q)) == reference(d, key, q)
