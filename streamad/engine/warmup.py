@@ -70,5 +70,6 @@ def warm_kernels() -> float:
             engine.feed(raw, doc, None)
         engine = JobEngine.restore(engine.snapshot(), lambda doc: None)
         engine.finish()
-    engine.forecast(ForecastRequest("warmup", 6 * 3600, 0, 0))
+        if spec is _FORECAST_JOB:  # population and rare jobs cannot be forecast
+            engine.forecast(ForecastRequest("warmup", 6 * 3600, 0, 0))
     return time.perf_counter() - started

@@ -232,8 +232,9 @@ class Api:
             raise ApiError(409, "status_exception", f"Forecast(s) [{','.join(running)}] for job [{job_id}] "
                                                     "needs to be either FAILED or FINISHED to be deleted")
         for f in ids:
+            # `put` returns once the registry has applied the record: its listener
+            # (`Worker._registry_changed`) has dropped the forecast from this worker's index
             await self.registry.put(f"forecast/{job_id}/{f}", {"deleted_ms": int(time.time() * 1000)})
-        self.results.delete_forecasts(job_id, ids)
         return {"acknowledged": True}
 
     def stats(self, job_id: str | None) -> dict:
